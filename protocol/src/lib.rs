@@ -1,0 +1,27 @@
+//! Everything two AtlasBridge processes must agree on.
+//!
+//! This crate is data and codecs only: it has no runtime and does no I/O beyond the
+//! `Read`/`Write` and codec traits it is handed, so a third-party client or verifier can
+//! depend on it without pulling in the daemon.
+//!
+//! - [`framing`]: newline-delimited frames with the 1 MiB cap, as a sans-IO decoder, a tokio
+//!   codec and a blocking reader.
+//! - [`jsonrpc`]: JSON-RPC 2.0 envelopes and the parsing of one incoming line.
+//! - [`error_code`]: the error codes of the protocol.
+//! - [`methods`]: method names and their typed parameters and results.
+//! - [`features`]: editions, feature flags and where each value came from.
+//! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
+
+pub mod error_code;
+pub mod features;
+pub mod framing;
+pub mod jsonrpc;
+pub mod methods;
+pub mod paths;
+
+pub use error_code::ErrorCode;
+pub use framing::{Frame, LineCodec, LineDecoder, MAX_LINE_BYTES};
+pub use jsonrpc::{ErrorObject, Id, Incoming, Request, Response};
+
+/// The protocol major version this crate speaks (`hello`'s `protocol`).
+pub const PROTOCOL_VERSION: u32 = 1;
