@@ -1,0 +1,364 @@
+//! The daemon's TOML config file.
+//!
+//! Every key is optional: with no file at all the embedded defaults apply. Unknown keys, values
+//! of the wrong type and out-of-range values are errors that name the file, the line and the
+//! key, because a daemon that silently ignores a misspelt `[features]` entry runs with settings
+//! its user never chose. `docs/configuration.md` documents every key.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atlasbridge_protocol::features::{Edition, Feature};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a bad value.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// `edition`: the edition when neither `--edition` nor `ATLASBRIDGE_EDITION` is set.
+    pub edition: Option<Edition>,
+    /// `[features]`: per-flag overrides of the edition's defaults.
+    pub features: BTreeMap<Feature, bool>,
+    /// `[daemon]`.
+    pub daemon: DaemonConfig,
+    /// `[logging]`.
+    pub logging: LoggingConfig,
+}
+
+/// `[daemon]`: connection handling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// A connection with no request for this long (and nothing in flight) is closed.
+    pub idle_timeout: Duration,
+    /// A client that does not read its responses for this long is disconnected.
+    pub write_timeout: Duration,
+    /// Connections beyond this many are answered -32005 and closed.
+    pub max_connections: usize,
+    /// Requests one connection may have in flight; beyond that the daemon stops reading it.
+    pub max_requests_in_flight: usize,
+    /// How long SIGTERM waits for in-flight requests before exiting anyway.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `atlasbridged=debug`; `ATLASBRIDGE_LOG` wins.
+    pub level: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_requests_in_flight: 64,
+            shutdown_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    edition: Option<Spanned<String>>,
+    #[serde(default)]
+    features: BTreeMap<Spanned<String>, bool>,
+    #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
+    logging: RawLogging,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    idle_timeout_s: Option<Spanned<u64>>,
+    write_timeout_s: Option<Spanned<u64>>,
+    max_connections: Option<Spanned<u64>>,
+    max_requests_in_flight: Option<Spanned<u64>>,
+    shutdown_timeout_s: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    format: Option<LogFormat>,
+    level: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |span: Option<Range<usize>>, message: String| {
+            let (line, column) = line_and_column(text, span.map_or(0, |s| s.start));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| invalid(e.span(), e.message().to_owned()))?;
+
+        let edition = match raw.edition {
+            None => None,
+            Some(value) => Some(
+                value
+                    .get_ref()
+                    .parse::<Edition>()
+                    .map_err(|e| invalid(Some(value.span()), format!("edition: {e}")))?,
+            ),
+        };
+
+        let mut features = BTreeMap::new();
+        for (name, on) in raw.features {
+            let feature = Feature::from_name(name.get_ref()).ok_or_else(|| {
+                let known: Vec<_> = Feature::ALL.iter().map(|f| f.name()).collect();
+                invalid(
+                    Some(name.span()),
+                    format!(
+                        "unknown feature '{}' under [features]; known features: {}",
+                        name.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            features.insert(feature, on);
+        }
+
+        let defaults = DaemonConfig::default();
+        let seconds = |value: Option<Spanned<u64>>, key: &str, default: Duration| match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(invalid(
+                Some(v.span()),
+                format!("[daemon] {key} must be at least 1"),
+            )),
+            Some(v) => Ok(Duration::from_secs(*v.get_ref())),
+        };
+        let count = |value: Option<Spanned<u64>>, key: &str, default: usize, max: u64| match value {
+            None => Ok(default),
+            Some(v) if !(1..=max).contains(v.get_ref()) => Err(invalid(
+                Some(v.span()),
+                format!("[daemon] {key} must be between 1 and {max}"),
+            )),
+            Some(v) => usize::try_from(*v.get_ref())
+                .map_err(|_| invalid(Some(v.span()), format!("[daemon] {key} is too large"))),
+        };
+        let daemon = DaemonConfig {
+            idle_timeout: seconds(
+                raw.daemon.idle_timeout_s,
+                "idle_timeout_s",
+                defaults.idle_timeout,
+            )?,
+            write_timeout: seconds(
+                raw.daemon.write_timeout_s,
+                "write_timeout_s",
+                defaults.write_timeout,
+            )?,
+            max_connections: count(
+                raw.daemon.max_connections,
+                "max_connections",
+                defaults.max_connections,
+                1_000_000,
+            )?,
+            max_requests_in_flight: count(
+                raw.daemon.max_requests_in_flight,
+                "max_requests_in_flight",
+                defaults.max_requests_in_flight,
+                10_000,
+            )?,
+            shutdown_timeout: seconds(
+                raw.daemon.shutdown_timeout_s,
+                "shutdown_timeout_s",
+                defaults.shutdown_timeout,
+            )?,
+        };
+
+        let level = match raw.logging.level {
+            None => LoggingConfig::default().level,
+            Some(level) => {
+                tracing_subscriber::EnvFilter::try_new(level.get_ref())
+                    .map_err(|e| invalid(Some(level.span()), format!("[logging] level: {e}")))?;
+                level.into_inner()
+            }
+        };
+        let logging = LoggingConfig {
+            format: raw.logging.format.unwrap_or_default(),
+            level,
+        };
+
+        Ok(Self {
+            edition,
+            features,
+            daemon,
+            logging,
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/atlasbridge/config.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let config = parse(
+            r#"
+edition = "Pro"
+
+[features]
+rbac = false
+cloud_audit_stream = true
+
+[daemon]
+idle_timeout_s = 60
+write_timeout_s = 5
+max_connections = 10
+max_requests_in_flight = 8
+shutdown_timeout_s = 2
+
+[logging]
+format = "json"
+level = "atlasbridged=debug"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.edition, Some(Edition::Pro));
+        assert_eq!(config.features.get(&Feature::Rbac), Some(&false));
+        assert_eq!(config.features.get(&Feature::CloudAuditStream), Some(&true));
+        assert_eq!(config.daemon.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.daemon.write_timeout, Duration::from_secs(5));
+        assert_eq!(config.daemon.max_connections, 10);
+        assert_eq!(config.daemon.max_requests_in_flight, 8);
+        assert_eq!(config.daemon.shutdown_timeout, Duration::from_secs(2));
+        assert_eq!(config.logging.format, LogFormat::Json);
+        assert_eq!(config.logging.level, "atlasbridged=debug");
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_the_line_and_the_key() {
+        let e = error("edition = \"pro\"\n\n[daemon]\nidle_timeout = 5\n");
+        assert!(
+            e.starts_with("/etc/atlasbridge/config.toml:4:1: unknown field `idle_timeout`"),
+            "{e}"
+        );
+        let e = error("colour = 1\n");
+        assert!(e.contains(":1:1: unknown field `colour`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_feature_is_an_error_listing_the_known_ones() {
+        let e = error("[features]\nrbac = true\nrback = true\n");
+        assert!(
+            e.starts_with("/etc/atlasbridge/config.toml:3:1: unknown feature 'rback'"),
+            "{e}"
+        );
+        assert!(e.contains("policy_pinning"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(error("edition = \"gold\"").contains(":1:11: edition: unknown edition 'gold'"));
+        assert!(error("[features]\nrbac = \"on\"").contains(":2:8:"));
+        assert!(
+            error("[daemon]\nidle_timeout_s = 0").contains("idle_timeout_s must be at least 1")
+        );
+        assert!(error("[daemon]\nmax_connections = 0").contains("between 1 and"));
+        assert!(error("[daemon]\nmax_connections = -3").contains(":2:19:"));
+        assert!(error("[logging]\nformat = \"xml\"").contains(":2:10:"));
+        assert!(error("[logging]\nlevel = \"[[[\"").contains("[logging] level"));
+        assert!(error("edition = ").contains(":1:"));
+    }
+
+    #[test]
+    fn columns_count_from_one() {
+        assert_eq!(line_and_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_and_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_and_column("ab", 99), (1, 3));
+    }
+}

@@ -1,0 +1,266 @@
+//! One client connection: a reader that turns lines into requests, a task per request, and a
+//! writer that sends replies in whatever order they finish.
+//!
+//! Every queue here is bounded, so a client can only ever cost the daemon a fixed amount of
+//! memory:
+//! - at most `max_requests_in_flight` requests run at once; when all are busy the reader stops
+//!   reading, and the kernel's socket buffer pushes back on the client;
+//! - replies wait in a queue of [`OUTBOUND_QUEUE`] lines; a client that stops reading fills it,
+//!   which holds its in-flight slots, which stops its reader — and after `write_timeout` without
+//!   progress the connection is closed. Other clients are never involved.
+//!
+//! On shutdown the reader stops taking new lines, requests already taken run to completion and
+//! their replies are flushed, then the connection is closed. Lines the daemon had not read yet
+//! get no reply; the client sees end-of-file and retries against the next daemon.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlasbridge_protocol::framing::{Frame, LineCodec, MAX_LINE_BYTES};
+use atlasbridge_protocol::jsonrpc::{Incoming, Response, parse_incoming};
+use atlasbridge_protocol::{ErrorCode, ErrorObject, Id};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use interprocess::local_socket::tokio::Stream;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::handlers::{self, AfterReply};
+use super::peer::Caller;
+use crate::state::Daemon;
+
+/// Replies waiting to be written, per connection.
+pub const OUTBOUND_QUEUE: usize = 256;
+
+/// Writes are gathered up to this many bytes before one `write_all`.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
+
+/// Limits of one connection, read from the settings when it opens.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Close after this long without a request, when nothing is in flight.
+    pub idle_timeout: Duration,
+    /// Close when a write makes no progress for this long.
+    pub write_timeout: Duration,
+    /// Requests running at once.
+    pub max_in_flight: usize,
+}
+
+/// Serves one accepted, authorised connection until it ends.
+pub async fn serve(
+    stream: Stream,
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    limits: Limits,
+    tracker: TaskTracker,
+) {
+    let stream = Arc::new(stream);
+    let closed = CancellationToken::new();
+    let (outbound, queue) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_replies(
+        Arc::clone(&stream),
+        queue,
+        limits.write_timeout,
+        closed.clone(),
+    ));
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+
+    let connection = Connection {
+        daemon,
+        caller,
+        limits,
+        tracker,
+        outbound,
+        in_flight: Arc::clone(&in_flight),
+        closed,
+    };
+    connection.read_requests(&stream).await;
+    drop(connection);
+
+    // Let every request already taken finish; each one holds a permit until its reply is queued.
+    let all = u32::try_from(limits.max_in_flight).unwrap_or(u32::MAX);
+    let _drained = in_flight.acquire_many(all).await;
+    // The writer ends once the queue is empty and every sender is gone.
+    if let Err(e) = writer.await {
+        warn!(error = %e, "connection writer task failed");
+    }
+}
+
+struct Connection {
+    daemon: Arc<Daemon>,
+    caller: Caller,
+    limits: Limits,
+    tracker: TaskTracker,
+    outbound: mpsc::Sender<Bytes>,
+    in_flight: Arc<Semaphore>,
+    /// Set by the writer when the client can no longer be written to.
+    closed: CancellationToken,
+}
+
+impl Connection {
+    async fn read_requests(&self, stream: &Stream) {
+        let mut frames = FramedRead::new(stream, LineCodec::new());
+        let shutdown = self.daemon.shutdown_token();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                () = self.closed.cancelled() => return,
+                next = tokio::time::timeout(self.limits.idle_timeout, frames.next()) => next,
+            };
+            let frame = match next {
+                Err(_idle) => {
+                    if self.in_flight.available_permits() == self.limits.max_in_flight {
+                        debug!(
+                            timeout_s = self.limits.idle_timeout.as_secs(),
+                            "closing idle connection"
+                        );
+                        return;
+                    }
+                    continue;
+                }
+                Ok(None) => return,
+                Ok(Some(Err(e))) => {
+                    debug!(error = %e, "read failed; closing connection");
+                    return;
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                Frame::Line(line) => {
+                    if !self.accept_line(&line).await {
+                        return;
+                    }
+                }
+                Frame::TooLong => {
+                    let error = ErrorObject::new(
+                        ErrorCode::MessageTooLarge,
+                        format!("message too large: lines are limited to {MAX_LINE_BYTES} bytes"),
+                    );
+                    warn!(pid = ?self.caller.pid, "over-long line; closing the connection");
+                    self.reply(Response::error(Id::Null, error)).await;
+                    return;
+                }
+                Frame::TruncatedEof { bytes } => {
+                    debug!(bytes, "connection ended in the middle of a line");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses one line and starts its request. Returns false when the connection must end.
+    async fn accept_line(&self, line: &[u8]) -> bool {
+        let (id, method, params) = match parse_incoming(line) {
+            Err(rejection) => {
+                return self
+                    .reply(Response::error(rejection.id, rejection.error))
+                    .await;
+            }
+            Ok(Incoming::Request(r)) => (Some(r.id), r.method, r.params),
+            Ok(Incoming::Notification(n)) => (None, n.method, n.params),
+        };
+        let permit = tokio::select! {
+            biased;
+            () = self.daemon.shutdown_token().cancelled() => return false,
+            () = self.closed.cancelled() => return false,
+            permit = Arc::clone(&self.in_flight).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => return false,
+            },
+        };
+        let daemon = Arc::clone(&self.daemon);
+        let caller = self.caller.clone();
+        let outbound = self.outbound.clone();
+        let closed = self.closed.clone();
+        self.tracker.spawn(async move {
+            let handled = handlers::dispatch(&daemon, &caller, &method, params).await;
+            if let Some(id) = id {
+                let response = Response {
+                    id,
+                    outcome: handled.outcome,
+                };
+                enqueue(&outbound, &closed, encode(&response)).await;
+            }
+            drop(permit);
+            match handled.after {
+                Some(AfterReply::Shutdown) => daemon.request_shutdown(),
+                None => {}
+            }
+        });
+        true
+    }
+
+    async fn reply(&self, response: Response) -> bool {
+        enqueue(&self.outbound, &self.closed, encode(&response)).await
+    }
+}
+
+/// Serialises a reply as one line; a reply that cannot be serialised becomes -32603.
+fn encode(response: &Response) -> Bytes {
+    match atlasbridge_protocol::framing::encode_line(response) {
+        Ok(line) => Bytes::from(line),
+        Err(e) => {
+            warn!(error = %e, "cannot serialise a reply");
+            let fallback = Response::error(
+                response.id.clone(),
+                ErrorObject::new(
+                    ErrorCode::InternalError,
+                    "internal error: reply not serialisable",
+                ),
+            );
+            Bytes::from(atlasbridge_protocol::framing::encode_line(&fallback).unwrap_or_default())
+        }
+    }
+}
+
+/// Queues a line for the writer; false once the connection is closed.
+async fn enqueue(outbound: &mpsc::Sender<Bytes>, closed: &CancellationToken, line: Bytes) -> bool {
+    tokio::select! {
+        biased;
+        () = closed.cancelled() => false,
+        sent = outbound.send(line) => sent.is_ok(),
+    }
+}
+
+async fn write_replies(
+    stream: Arc<Stream>,
+    mut queue: mpsc::Receiver<Bytes>,
+    write_timeout: Duration,
+    closed: CancellationToken,
+) {
+    let mut writer = &*stream;
+    let mut batch = Vec::with_capacity(8 * 1024);
+    while let Some(first) = queue.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        match tokio::time::timeout(write_timeout, writer.write_all(&batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed; closing connection");
+                closed.cancel();
+                return;
+            }
+            Err(_) => {
+                warn!(
+                    timeout_s = write_timeout.as_secs(),
+                    "client stopped reading; closing connection"
+                );
+                closed.cancel();
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(write_timeout, writer.shutdown()).await;
+    closed.cancel();
+}

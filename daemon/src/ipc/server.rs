@@ -1,0 +1,100 @@
+//! The accept loop: admits connections up to the limit, checks each peer, and hands it to
+//! [`connection::serve`]. Refusals are answered with one error line and a close, written from
+//! a task of their own so that a peer that does not read cannot stall accepting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlasbridge_protocol::jsonrpc::Response;
+use atlasbridge_protocol::{ErrorCode, ErrorObject, Id};
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::tokio::Listener as _;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::connection::{self, Limits};
+use super::peer;
+use crate::state::Daemon;
+
+/// How long a refused peer gets to receive its one error line.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// Accepts connections until shutdown, then drops the listener (which removes the socket file)
+/// so that new clients are refused at once while in-flight work drains.
+pub async fn accept_loop(listener: Listener, daemon: Arc<Daemon>, tracker: TaskTracker) {
+    let max_connections = daemon.settings().config.daemon.max_connections;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let shutdown = daemon.shutdown_token().clone();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let caller = match peer::authorize(&stream, daemon.uid()) {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                warn!(reason = %refusal, "connection refused");
+                let error = ErrorObject::new(
+                    ErrorCode::PermissionDenied,
+                    format!("permission denied: {refusal}"),
+                );
+                tracker.spawn(refuse(stream, error));
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            warn!(
+                max_connections,
+                "connection limit reached; refusing a client"
+            );
+            let error = ErrorObject::new(
+                ErrorCode::Overloaded,
+                format!("overloaded: {max_connections} connections are open; retry later"),
+            );
+            tracker.spawn(refuse(stream, error));
+            continue;
+        };
+        debug!(uid = ?caller.uid, pid = ?caller.pid, role = %caller.role, "client connected");
+        let config = daemon.settings().config.daemon.clone();
+        let limits = Limits {
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            max_in_flight: config.max_requests_in_flight,
+        };
+        let daemon = Arc::clone(&daemon);
+        let connection_tracker = tracker.clone();
+        tracker.spawn(async move {
+            let _count = daemon.connection_opened();
+            connection::serve(stream, daemon.clone(), caller, limits, connection_tracker).await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    info!("stopped accepting connections");
+}
+
+async fn refuse(stream: Stream, error: ErrorObject) {
+    let mut writer = &stream;
+    if let Ok(line) = atlasbridge_protocol::framing::encode_line(&Response::error(Id::Null, error))
+    {
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
+            writer.write_all(&line).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+}

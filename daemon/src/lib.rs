@@ -1,0 +1,16 @@
+//! `atlasbridged`, the AtlasBridge governance daemon, as a library.
+//!
+//! The binary's `main` only calls [`cli::main`]. Engines (config, editions) are pure and know
+//! nothing of sockets; [`ipc`] is the only layer that speaks the wire protocol, and
+//! [`ipc::handlers`] the only place that turns engine results into JSON-RPC replies.
+
+pub mod cli;
+pub mod config;
+pub mod edition;
+pub mod ipc;
+pub mod logging;
+pub mod signals;
+pub mod state;
+
+/// The daemon's version, as reported by `hello` and `daemon.status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,80 @@
+//! Signals: SIGTERM and SIGINT start a graceful shutdown (a second one exits at once); SIGHUP
+//! reloads the config file, keeping the old settings if the new ones do not load.
+
+use std::sync::Arc;
+
+use atlasbridge_protocol::paths::ProcessEnvironment;
+use tracing::{error, info, warn};
+
+use crate::state::Daemon;
+
+/// Exit status when a second stop signal cuts the drain short (128 + SIGINT, as shells do).
+pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// Watches signals until the process exits.
+#[cfg(unix)]
+pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut stop_signals = 0u32;
+    loop {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+            _ = hangup.recv() => {
+                reload(&daemon);
+                continue;
+            }
+        };
+        stop_signals += 1;
+        if stop_signals > 1 {
+            warn!(
+                signal = name,
+                "second stop signal: exiting without waiting for in-flight requests"
+            );
+            std::process::exit(FORCED_EXIT_CODE);
+        }
+        info!(signal = name, "stopping: finishing in-flight requests");
+        daemon.request_shutdown();
+    }
+}
+
+/// Ctrl-C only, where Unix signals do not exist.
+#[cfg(not(unix))]
+pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    info!("stopping: finishing in-flight requests");
+    daemon.request_shutdown();
+    tokio::signal::ctrl_c().await?;
+    warn!("second stop signal: exiting without waiting for in-flight requests");
+    std::process::exit(FORCED_EXIT_CODE);
+}
+
+/// Reloads the settings, logging the outcome.
+pub fn reload(daemon: &Daemon) {
+    let before = daemon.settings();
+    match daemon.reload(&ProcessEnvironment) {
+        Ok(after) => {
+            for warning in after.features.warnings() {
+                warn!("{warning}");
+            }
+            let changed: Vec<_> = after
+                .features
+                .list()
+                .features
+                .into_iter()
+                .filter(|f| before.features.is_enabled(f.name) != f.enabled)
+                .map(|f| format!("{}={}", f.name, if f.enabled { "on" } else { "off" }))
+                .collect();
+            info!(
+                edition = %after.features.edition(),
+                changed = %changed.join(","),
+                "config reloaded (connection limits apply to new connections; max_connections at restart)"
+            );
+        }
+        Err(e) => error!(error = %e, "config reload failed; keeping the previous settings"),
+    }
+}
