@@ -1,0 +1,160 @@
+//! The `atlasbridge` command line.
+//!
+//! Exit status: 0 success · 1 failure (the daemon refused, bad input) · 2 the daemon is not
+//! running or could not be reached · 3 the feature is not enabled in this edition.
+//! `--json` prints one JSON document on stdout, also for errors (`{"error": {...}}`), so that
+//! scripts never have to parse human text.
+
+mod daemon;
+pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
+mod info;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use atlasbridge_protocol::ErrorCode;
+use atlasbridge_protocol::paths::{self, ProcessEnvironment};
+use clap::{Parser, Subcommand};
+
+use crate::{ClientError, blocking};
+use output::Output;
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: the request failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: the daemon is not running or not reachable.
+pub const EXIT_UNAVAILABLE: u8 = 2;
+/// Exit status: the feature is not enabled in this edition.
+pub const EXIT_FEATURE_DISABLED: u8 = 3;
+
+/// Govern what AI coding agents do: drive and query the local atlasbridged daemon.
+#[derive(Debug, Parser)]
+#[command(name = "atlasbridge", version, about, long_about = None, propagate_version = true)]
+pub struct Args {
+    /// Daemon socket [default: $ATLASBRIDGE_SOCKET, else $XDG_RUNTIME_DIR/atlasbridge/atlasbridged.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document instead of human text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for the daemon's answer.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon at a glance: running, version, edition, cloud.
+    Status,
+    /// The active edition, where it came from, and the version.
+    Edition,
+    /// Every feature flag: on/off, the edition that enables it, and the source of its value.
+    Features,
+    /// Start, stop or inspect the daemon process.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+/// What a command needs from the global options.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub socket: PathBuf,
+    /// `--socket` as the user gave it, to repeat in suggested commands.
+    pub socket_flag: Option<PathBuf>,
+    pub timeout: Duration,
+    pub out: Output,
+}
+
+impl Context {
+    pub(crate) fn connect(&self) -> Result<blocking::Client, ClientError> {
+        let mut client = blocking::Client::connect(&self.socket)?;
+        client.set_timeout(self.timeout)?;
+        Ok(client)
+    }
+
+    /// `atlasbridge daemon start`, with `--socket` when the user chose one.
+    pub(crate) fn start_command(&self) -> String {
+        match &self.socket_flag {
+            Some(socket) => format!("atlasbridge --socket {} daemon start", socket.display()),
+            None => "atlasbridge daemon start".to_owned(),
+        }
+    }
+}
+
+/// A command's failure, mapped to an exit status and a message by [`report`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Entry point of the `atlasbridge` binary.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let out = Output::new(args.json);
+    let socket = match paths::socket_path(args.socket.as_deref(), &ProcessEnvironment) {
+        Ok(socket) => socket,
+        Err(e) => return out.error("bad_socket_path", &e.to_string(), EXIT_FAILURE),
+    };
+    let ctx = Context {
+        socket,
+        socket_flag: args.socket.clone(),
+        timeout: Duration::from_secs(args.timeout.max(1)),
+        out,
+    };
+    let result = match &args.command {
+        Command::Status => info::status(&ctx),
+        Command::Edition => info::edition(&ctx),
+        Command::Features => info::features(&ctx),
+        Command::Daemon(command) => daemon::run(&ctx, command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report(&ctx, &e),
+    }
+}
+
+fn report(ctx: &Context, error: &CliError) -> ExitCode {
+    let out = &ctx.out;
+    match error {
+        CliError::Client(ClientError::NotRunning { .. }) => out.error(
+            "daemon_not_running",
+            &format!("{error}; start it with `{}`", ctx.start_command()),
+            EXIT_UNAVAILABLE,
+        ),
+        CliError::Client(ClientError::Rpc(e)) if e.code == ErrorCode::FeatureDisabled => {
+            out.error("feature_disabled", &e.message, EXIT_FEATURE_DISABLED)
+        }
+        CliError::Client(ClientError::Rpc(e)) => out.rpc_error(e, EXIT_FAILURE),
+        CliError::Client(
+            ClientError::Connect { .. }
+            | ClientError::Io(_)
+            | ClientError::Timeout(_)
+            | ClientError::Closed
+            | ClientError::Protocol(_),
+        ) => out.error("daemon_unreachable", &error.to_string(), EXIT_UNAVAILABLE),
+        CliError::Client(ClientError::Path(_)) => {
+            out.error("bad_socket_path", &error.to_string(), EXIT_FAILURE)
+        }
+        CliError::Failed(message) => out.error("failed", message, EXIT_FAILURE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+}
