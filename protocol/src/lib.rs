@@ -12,12 +12,15 @@
 //! - [`features`]: editions, feature flags and where each value came from.
 //! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
 
+pub mod canonical;
 pub mod error_code;
 pub mod features;
 pub mod framing;
+pub mod hash;
 pub mod jsonrpc;
 pub mod methods;
 pub mod paths;
+pub mod trace;
 
 pub use error_code::ErrorCode;
 pub use framing::{Frame, LineCodec, LineDecoder, MAX_LINE_BYTES};
