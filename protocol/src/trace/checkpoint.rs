@@ -187,7 +187,7 @@ mod tests {
         let checkpoint = unsigned(0).sign(&key(1));
         assert!(checkpoint.signature_verifies(&key(1).verifying_key()));
         assert!(!checkpoint.signature_verifies(&key(2).verifying_key()));
-        let mut tampered = checkpoint.clone();
+        let mut tampered = checkpoint;
         tampered.entries = 43;
         assert!(!tampered.signature_verifies(&key(1).verifying_key()));
     }
