@@ -5,6 +5,13 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod report;
+pub mod scan;
+pub mod verify;
 
 pub use entry::{GENESIS_PREV_HASH, SealedEntry, TRACE_VERSION, TraceEntry, seal};
 pub use report::{BreakKind, ChainBreak, ChainHead, IntegrityReport, UnwitnessedTail};
+pub use scan::{LineFacts, LineProblem, check_line};
+pub use verify::{
+    ChainKind, CheckpointFile, CheckpointVerdict, Verified, VerifyError, VerifyOptions,
+    read_checkpoints, segment_files, verify_chain, verify_checkpoints, verify_files, verify_path,
+};
