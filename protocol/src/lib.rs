@@ -9,16 +9,20 @@
 //! - [`jsonrpc`]: JSON-RPC 2.0 envelopes and the parsing of one incoming line.
 //! - [`error_code`]: the error codes of the protocol.
 //! - [`methods`]: method names and their typed parameters and results.
-//! - [`features`]: editions, feature flags and where each value came from.
+//! - [`features`]: editions and feature flags: names, defaults, and the shapes clients see.
+//! - [`flags`]: resolving the edition and every flag from flag, environment and config.
 //! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
 
 pub mod canonical;
 pub mod error_code;
 pub mod features;
+pub mod flags;
 pub mod framing;
 pub mod hash;
+pub mod heads;
 pub mod jsonrpc;
 pub mod methods;
+pub mod migrate;
 pub mod paths;
 pub mod trace;
 

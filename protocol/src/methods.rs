@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{Edition, Feature};
+use crate::trace::ChainHead;
 
 /// `hello`: optional version handshake.
 pub const HELLO: &str = "hello";
@@ -18,6 +19,28 @@ pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
 pub const EDITION_GET: &str = "edition.get";
 /// `features.list`: every flag with its value and source.
 pub const FEATURES_LIST: &str = "features.list";
+/// `decision.record`: record a decision made elsewhere.
+pub const DECISION_RECORD: &str = "decision.record";
+/// `trace.head`: the decision trace's head.
+pub const TRACE_HEAD: &str = "trace.head";
+/// `trace.read`: stored entries from a seq.
+pub const TRACE_READ: &str = "trace.read";
+/// `trace.verify`: the integrity report of the daemon's trace.
+pub const TRACE_VERIFY: &str = "trace.verify";
+/// `trace.subscribe`: `trace.entry` notifications for every new entry.
+pub const TRACE_SUBSCRIBE: &str = "trace.subscribe";
+/// `trace.repair`: continue a broken chain in a new segment.
+pub const TRACE_REPAIR: &str = "trace.repair";
+/// `audit.head`: the audit log's head.
+pub const AUDIT_HEAD: &str = "audit.head";
+/// `audit.read`: stored audit events from a seq.
+pub const AUDIT_READ: &str = "audit.read";
+/// `audit.verify`: the integrity report of the audit log.
+pub const AUDIT_VERIFY: &str = "audit.verify";
+/// Notification: one new trace entry, as stored.
+pub const TRACE_ENTRY: &str = "trace.entry";
+/// Notification: the subscription ended (the subscriber was too slow, or the daemon stops).
+pub const TRACE_SUBSCRIPTION_ENDED: &str = "trace.subscription_ended";
 
 /// A local role. Ordered: each role may do everything the roles before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -112,8 +135,217 @@ pub struct DaemonStatus {
     pub edition: Edition,
     /// Open client connections, this one included.
     pub connections: u64,
+    /// `ok`, `degraded` (storage is failing: decisions are refused with -32004) or `broken` (a
+    /// chain does not verify or lost entries: decisions are refused until repair).
+    pub health: String,
+    /// The decision trace.
+    pub trace: TraceStatus,
+    /// The audit log.
+    pub audit: ChainStatus,
+    /// The last signed checkpoint of the trace.
+    pub checkpoint: Option<CheckpointStatus>,
     /// The cloud link.
     pub cloud: CloudSummary,
+}
+
+/// One chain's state in `daemon.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// The head's seq (`None` while empty).
+    pub seq: Option<u64>,
+    /// The head's hash.
+    pub entry_hash: Option<String>,
+    /// Entries in the chain.
+    pub entries: u64,
+    /// What is wrong, when something is.
+    pub problem: Option<String>,
+}
+
+/// The decision trace in `daemon.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStatus {
+    /// Where decisions are written now: `v2` (hash chain) or `v1` (flag `decision_trace_v2` off).
+    pub format: String,
+    /// `fsync`, `batch` or `none`.
+    pub durability: String,
+    /// The v2 chain.
+    #[serde(flatten)]
+    pub chain: ChainStatus,
+}
+
+/// The last checkpoint in `daemon.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// Its `checkpoint_seq`.
+    pub checkpoint_seq: u64,
+    /// The trace seq it covers.
+    pub seq: Option<u64>,
+    /// When it was written.
+    pub timestamp: String,
+    /// The runtime identity that anchors the checkpoints.
+    pub runtime_id: String,
+}
+
+/// Result of `trace.head` and `audit.head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadResult {
+    /// The head's seq (`None` while empty).
+    pub seq: Option<u64>,
+    /// The head's hash.
+    pub entry_hash: Option<String>,
+    /// Entries in the chain.
+    pub entries: u64,
+}
+
+/// Params of `trace.read` and `audit.read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// The first seq wanted.
+    #[serde(default)]
+    pub from_seq: u64,
+    /// At most this many entries (1–1000; default 100).
+    #[serde(default = "default_read_limit")]
+    pub limit: u32,
+}
+
+fn default_read_limit() -> u32 {
+    100
+}
+
+/// The most entries one read returns.
+pub const MAX_READ_LIMIT: u32 = 1000;
+
+/// Result of `trace.read` and `audit.read`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadResult {
+    /// Entries as stored (the hash is the last member).
+    pub entries: Vec<serde_json::Value>,
+    /// Where to continue; `None` when the head was reached.
+    pub next_seq: Option<u64>,
+}
+
+/// Params of `trace.subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {
+    /// Replay stored entries from this seq first; without it, only new entries are sent.
+    #[serde(default)]
+    pub from_seq: Option<u64>,
+}
+
+/// Result of `trace.subscribe`; `trace.entry` notifications follow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    /// The first seq that will be sent.
+    pub from_seq: u64,
+    /// The head when the subscription started.
+    pub head: Option<ChainHead>,
+}
+
+/// Params of `trace.subscription_ended`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionEnded {
+    /// Why: `too_slow` or `shutdown`.
+    pub reason: String,
+    /// The last seq sent.
+    pub last_seq: Option<u64>,
+}
+
+/// Which chain a maintenance method acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainName {
+    /// The decision trace.
+    #[default]
+    Trace,
+    /// The audit log.
+    Audit,
+}
+
+/// Params of `trace.repair`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RepairParams {
+    /// The chain to repair.
+    #[serde(default)]
+    pub chain: ChainName,
+}
+
+/// Result of `trace.repair`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairResult {
+    /// The chain repaired.
+    pub chain: ChainName,
+    /// The new segment.
+    pub new_segment: String,
+    /// The entry it links to.
+    pub continues_from: Option<ChainHead>,
+    /// The audit event that records the repair.
+    pub audit_seq: Option<u64>,
+}
+
+/// Params of `decision.record`: a decision made elsewhere (a human's answer, another tool).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordParams {
+    /// The agent session.
+    pub session_id: String,
+    /// The prompt's id.
+    pub prompt_id: String,
+    /// `yes_no`, `confirm_enter`, `multiple_choice` or `free_text`.
+    pub prompt_type: String,
+    /// `high`, `medium` or `low` (anything else counts as `low`).
+    #[serde(default)]
+    pub confidence: String,
+    /// The prompt text: read, never stored.
+    #[serde(default)]
+    pub prompt_text: Option<String>,
+    /// The agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// The tool.
+    #[serde(default)]
+    pub tool_id: Option<String>,
+    /// The repository or working directory.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// `passing`, `failing` or `unknown`.
+    #[serde(default)]
+    pub ci_status: Option<String>,
+    /// Session tags.
+    #[serde(default)]
+    pub session_tags: Option<Vec<String>>,
+    /// Repeating a request with the same key returns the first result.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// What was done: `auto_reply`, `require_human`, `deny`, `notify_only`, or a human's action.
+    pub action_taken: String,
+    /// The value given, if any.
+    #[serde(default)]
+    pub reply_value: Option<String>,
+    /// Who answered.
+    #[serde(default)]
+    pub human_actor: String,
+    /// `escalated`, `resolved`, …
+    #[serde(default)]
+    pub escalation_status: String,
+}
+
+/// Result of `decision.record`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordResult {
+    /// The entry's id (`None` when the v1 trace was written).
+    pub entry_id: Option<String>,
+    /// Its seq (`None` for v1).
+    pub seq: Option<u64>,
+    /// Its hash (`None` for v1).
+    pub entry_hash: Option<String>,
+    /// The risk level (`""` while the classifier is off).
+    pub risk_level: String,
 }
 
 /// Result of `daemon.shutdown`: sent before the daemon starts draining.

@@ -60,6 +60,18 @@ impl ChainKind {
         }
     }
 
+    /// The file name of the segment whose first entry is `first_seq`: 12 digits at least, so
+    /// that names sort in chain order. A segment opened by a repair at a seq an existing
+    /// segment already starts at gets the tag `.r<n>`, which sorts after the untagged name
+    /// because `r` sorts after `j`.
+    pub fn segment_name(self, first_seq: u64, repair: Option<u32>) -> String {
+        let prefix = self.segment_prefix();
+        match repair {
+            None => format!("{prefix}{first_seq:012}.jsonl"),
+            Some(n) => format!("{prefix}{first_seq:012}.r{n}.jsonl"),
+        }
+    }
+
     /// Whether `name` is one of this chain's segment files: the prefix, the first seq in
     /// digits (at least 12 for the trace), optionally the `.r<n>` tag a repair gives, and
     /// `.jsonl`.
@@ -1134,4 +1146,47 @@ fn check_checkpoint<'a>(
 
 fn show_seq(seq: Option<u64>) -> String {
     seq.map_or_else(|| "none".to_owned(), |s| s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_sort_in_chain_order() {
+        let kind = ChainKind::Trace;
+        let mut names = vec![
+            kind.segment_name(50, Some(1)),
+            kind.segment_name(1_000_000_000_000, None),
+            kind.segment_name(50, None),
+            kind.segment_name(0, None),
+        ];
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "decisions-000000000000.jsonl",
+                "decisions-000000000050.jsonl",
+                "decisions-000000000050.r1.jsonl",
+                "decisions-1000000000000.jsonl"
+            ]
+        );
+        assert!(names.iter().all(|n| kind.is_segment_name(n)));
+        assert!(ChainKind::Audit.is_segment_name(&ChainKind::Audit.segment_name(3, None)));
+    }
+
+    #[test]
+    fn other_names_are_not_segments() {
+        for name in [
+            "checkpoints.jsonl",
+            "decisions-6.jsonl",
+            "decisions-000000000006.json",
+            "decisions-000000000006.x1.jsonl",
+            "decisions-000000000006.r.jsonl",
+            "audit-000000000006.jsonl",
+            ".decisions-000000000006.jsonl.partial",
+        ] {
+            assert!(!ChainKind::Trace.is_segment_name(name), "{name}");
+        }
+    }
 }
