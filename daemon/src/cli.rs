@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use atlasbridge_protocol::paths::{self, ProcessEnvironment};
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::LogFormat;
 use crate::ipc::{server, socket};
+use crate::lifecycle;
 use crate::state::{Daemon, Settings, StartOptions};
 
 /// Exit status for an unusable config, edition or flag (EX_CONFIG): systemd units list it in
@@ -95,7 +97,8 @@ fn start_options(args: &Args) -> anyhow::Result<StartOptions> {
     })
 }
 
-/// Claims the socket, serves until a stop signal or `daemon.shutdown`, then drains.
+/// Claims the socket, opens the stores, serves until a stop signal or `daemon.shutdown`, then
+/// drains, writes a final checkpoint and closes the stores.
 pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()> {
     create_private_dir(&options.data_dir).with_context(|| {
         format!(
@@ -107,7 +110,10 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
     if replaced_stale {
         warn!(socket = %options.socket.display(), "replaced a stale socket left by a daemon that did not stop cleanly");
     }
-    let daemon = Daemon::new(options, settings);
+    let (stores, writer_threads, findings) = tokio::task::block_in_place(|| {
+        lifecycle::open_stores(&options.data_dir, &settings.config.trace)
+    })?;
+    let daemon = Daemon::new(options, settings, stores);
     let settings = daemon.settings();
     info!(
         version = crate::VERSION,
@@ -116,9 +122,16 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
         data_dir = %daemon.data_dir().display(),
         config = %settings.config_file.as_ref().map_or("(embedded defaults)".to_owned(), |p| p.display().to_string()),
         edition = %settings.features.edition(),
+        durability = ?settings.config.trace.durability,
         "atlasbridged started"
     );
+    lifecycle::audit_startup(&daemon, &findings, replaced_stale).await;
 
+    let stop_checkpoints = CancellationToken::new();
+    let checkpoints = tokio::spawn(lifecycle::run_checkpoints(
+        Arc::clone(&daemon),
+        stop_checkpoints.clone(),
+    ));
     let signals = tokio::spawn(crate::signals::watch(Arc::clone(&daemon)));
     let tracker = TaskTracker::new();
     server::accept_loop(listener, Arc::clone(&daemon), tracker.clone()).await;
@@ -131,6 +144,11 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
             "in-flight requests did not finish in time; exiting anyway"
         );
     }
+    stop_checkpoints.cancel();
+    if let Err(e) = checkpoints.await {
+        warn!(error = %e, "the checkpoint task failed");
+    }
+    lifecycle::shutdown_stores(&daemon, writer_threads, "stop requested").await;
     signals.abort();
     info!("atlasbridged stopped");
     Ok(())

@@ -61,6 +61,48 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// `[logging]`.
     pub logging: LoggingConfig,
+    /// `[trace]`.
+    pub trace: TraceConfig,
+}
+
+/// When an appended entry reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// `fdatasync` before any reply that reports the entry; concurrent appends share one sync.
+    #[default]
+    Fsync,
+    /// Sync at most every `batch_interval_ms`; replies may precede the sync.
+    Batch,
+    /// Leave it to the operating system.
+    None,
+}
+
+/// `[trace]`: the decision trace and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    /// When entries reach the disk.
+    pub durability: Durability,
+    /// The longest a `batch` sync waits.
+    pub batch_interval: Duration,
+    /// A segment is closed once it reaches this size.
+    pub segment_max_bytes: u64,
+    /// A checkpoint after this many entries…
+    pub checkpoint_every_entries: u64,
+    /// …or after this long, even when idle.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Fsync,
+            batch_interval: Duration::from_millis(5),
+            segment_max_bytes: 64 * 1024 * 1024,
+            checkpoint_every_entries: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[daemon]`: connection handling.
@@ -118,6 +160,18 @@ struct RawConfig {
     daemon: RawDaemon,
     #[serde(default)]
     logging: RawLogging,
+    #[serde(default)]
+    trace: RawTrace,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrace {
+    durability: Option<Durability>,
+    batch_interval_ms: Option<Spanned<u64>>,
+    segment_max_bytes: Option<Spanned<u64>>,
+    checkpoint_every_entries: Option<Spanned<u64>>,
+    checkpoint_interval_s: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -138,6 +192,14 @@ struct RawLogging {
 }
 
 impl Config {
+    /// The file's `edition` and `[features]`, for flag resolution.
+    pub fn flags(&self) -> atlasbridge_protocol::flags::ConfigFlags {
+        atlasbridge_protocol::flags::ConfigFlags {
+            edition: self.edition,
+            features: self.features.clone(),
+        }
+    }
+
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -248,11 +310,55 @@ impl Config {
             level,
         };
 
+        let trace_defaults = TraceConfig::default();
+        let ranged = |value: Option<Spanned<u64>>, key: &str, default: u64, min: u64, max: u64| {
+            match value {
+                None => Ok(default),
+                Some(v) if !(min..=max).contains(v.get_ref()) => Err(invalid(
+                    Some(v.span()),
+                    format!("[trace] {key} must be between {min} and {max}"),
+                )),
+                Some(v) => Ok(*v.get_ref()),
+            }
+        };
+        let trace = TraceConfig {
+            durability: raw.trace.durability.unwrap_or_default(),
+            batch_interval: Duration::from_millis(ranged(
+                raw.trace.batch_interval_ms,
+                "batch_interval_ms",
+                5,
+                1,
+                60_000,
+            )?),
+            segment_max_bytes: ranged(
+                raw.trace.segment_max_bytes,
+                "segment_max_bytes",
+                trace_defaults.segment_max_bytes,
+                4096,
+                1 << 40,
+            )?,
+            checkpoint_every_entries: ranged(
+                raw.trace.checkpoint_every_entries,
+                "checkpoint_every_entries",
+                trace_defaults.checkpoint_every_entries,
+                1,
+                1 << 32,
+            )?,
+            checkpoint_interval: Duration::from_secs(ranged(
+                raw.trace.checkpoint_interval_s,
+                "checkpoint_interval_s",
+                60,
+                1,
+                86_400,
+            )?),
+        };
+
         Ok(Self {
             edition,
             features,
             daemon,
             logging,
+            trace,
         })
     }
 }
@@ -305,6 +411,13 @@ shutdown_timeout_s = 2
 [logging]
 format = "json"
 level = "atlasbridged=debug"
+
+[trace]
+durability = "batch"
+batch_interval_ms = 20
+segment_max_bytes = 1048576
+checkpoint_every_entries = 500
+checkpoint_interval_s = 30
 "#,
         )
         .unwrap();
@@ -318,6 +431,11 @@ level = "atlasbridged=debug"
         assert_eq!(config.daemon.shutdown_timeout, Duration::from_secs(2));
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.level, "atlasbridged=debug");
+        assert_eq!(config.trace.durability, Durability::Batch);
+        assert_eq!(config.trace.batch_interval, Duration::from_millis(20));
+        assert_eq!(config.trace.segment_max_bytes, 1 << 20);
+        assert_eq!(config.trace.checkpoint_every_entries, 500);
+        assert_eq!(config.trace.checkpoint_interval, Duration::from_secs(30));
     }
 
     #[test]
@@ -353,6 +471,8 @@ level = "atlasbridged=debug"
         assert!(error("[logging]\nformat = \"xml\"").contains(":2:10:"));
         assert!(error("[logging]\nlevel = \"[[[\"").contains("[logging] level"));
         assert!(error("edition = ").contains(":1:"));
+        assert!(error("[trace]\ndurability = \"always\"").contains(":2:14:"));
+        assert!(error("[trace]\nsegment_max_bytes = 10").contains("between 4096 and"));
     }
 
     #[test]

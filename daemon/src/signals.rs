@@ -19,6 +19,9 @@ pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    // A file-size limit must make writes fail (and requests get -32004), not kill the daemon:
+    // handling SIGXFSZ replaces its default action.
+    let _file_size_limit = signal(SignalKind::from_raw(rustix::process::Signal::XFSZ.as_raw()))?;
     let mut stop_signals = 0u32;
     loop {
         let name = tokio::select! {

@@ -13,8 +13,11 @@ use std::time::Instant;
 use atlasbridge_protocol::paths::{ConfigLocation, Environment};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::checkpoints::Checkpointer;
 use crate::config::{Config, ConfigError};
-use crate::edition::{EditionError, FeatureSet};
+use crate::trace::{Chain, V1Trace};
+use atlasbridge_protocol::flags::{EditionError, FeatureSet};
 
 /// Settings that a reload replaces as a whole.
 #[derive(Debug, Clone)]
@@ -64,7 +67,7 @@ impl Settings {
                 .into());
             }
         };
-        let features = FeatureSet::resolve(cli_edition, env, &config)?;
+        let features = FeatureSet::resolve(cli_edition, env, &config.flags())?;
         Ok(Self {
             config,
             features,
@@ -86,10 +89,24 @@ pub struct StartOptions {
     pub cli_edition: Option<String>,
 }
 
+/// The storage engines the daemon runs.
+#[derive(Debug)]
+pub struct Stores {
+    /// The decision trace v2.
+    pub trace: Arc<Chain>,
+    /// The v1 trace, written while `decision_trace_v2` is off.
+    pub v1: V1Trace,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The checkpoint signer (one checkpoint at a time).
+    pub checkpointer: tokio::sync::Mutex<Checkpointer>,
+}
+
 /// State shared by every task of the daemon.
 #[derive(Debug)]
 pub struct Daemon {
     options: StartOptions,
+    stores: Stores,
     started: Instant,
     uid: u32,
     settings: RwLock<Arc<Settings>>,
@@ -99,9 +116,10 @@ pub struct Daemon {
 
 impl Daemon {
     /// State for a daemon about to serve.
-    pub fn new(options: StartOptions, settings: Settings) -> Arc<Self> {
+    pub fn new(options: StartOptions, settings: Settings, stores: Stores) -> Arc<Self> {
         Arc::new(Self {
             options,
+            stores,
             started: Instant::now(),
             uid: current_uid(),
             settings: RwLock::new(Arc::new(settings)),
@@ -126,6 +144,16 @@ impl Daemon {
         )?);
         *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
         Ok(fresh)
+    }
+
+    /// The storage engines.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.stores.audit
     }
 
     /// The socket path.
@@ -227,8 +255,8 @@ mod tests {
         assert!(matches!(err, SettingsError::Missing(_)));
     }
 
-    #[test]
-    fn a_failed_reload_keeps_the_old_settings() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_reload_keeps_the_old_settings() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("config.toml");
         std::fs::write(&file, "edition = \"pro\"\n").unwrap();
@@ -240,7 +268,9 @@ mod tests {
         };
         let env = BTreeMap::new();
         let settings = Settings::load(&options.config_location, None, &env).unwrap();
-        let daemon = Daemon::new(options, settings);
+        let (stores, _threads, _findings) =
+            crate::lifecycle::open_stores(tmp.path(), &settings.config.trace).unwrap();
+        let daemon = Daemon::new(options, settings, stores);
         std::fs::write(
             &file,
             "edition = \"enterprise\"\n[features]\nbogus = true\n",

@@ -14,6 +14,7 @@
 //! get no reply; the client sees end-of-file and retries against the next daemon.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use atlasbridge_protocol::framing::{Frame, LineCodec, MAX_LINE_BYTES};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::handlers::{self, AfterReply};
+use super::handlers::{self, AfterReply, ConnectionHandle, RequestContext};
 use super::peer::Caller;
 use crate::state::Daemon;
 
@@ -73,10 +74,13 @@ pub async fn serve(
         daemon,
         caller,
         limits,
-        tracker,
-        outbound,
+        handle: ConnectionHandle {
+            outbound,
+            closed,
+            subscriptions: Arc::new(AtomicUsize::new(0)),
+            tracker,
+        },
         in_flight: Arc::clone(&in_flight),
-        closed,
     };
     connection.read_requests(&stream).await;
     drop(connection);
@@ -94,11 +98,10 @@ struct Connection {
     daemon: Arc<Daemon>,
     caller: Caller,
     limits: Limits,
-    tracker: TaskTracker,
-    outbound: mpsc::Sender<Bytes>,
+    /// The reply queue, the closed signal (set by the writer when the client can no longer be
+    /// written to), the subscription count.
+    handle: ConnectionHandle,
     in_flight: Arc<Semaphore>,
-    /// Set by the writer when the client can no longer be written to.
-    closed: CancellationToken,
 }
 
 impl Connection {
@@ -109,12 +112,14 @@ impl Connection {
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                () = self.closed.cancelled() => return,
+                () = self.handle.closed.cancelled() => return,
                 next = tokio::time::timeout(self.limits.idle_timeout, frames.next()) => next,
             };
             let frame = match next {
                 Err(_idle) => {
-                    if self.in_flight.available_permits() == self.limits.max_in_flight {
+                    let busy = self.in_flight.available_permits() < self.limits.max_in_flight
+                        || self.handle.subscriptions.load(Ordering::Relaxed) > 0;
+                    if !busy {
                         debug!(
                             timeout_s = self.limits.idle_timeout.as_secs(),
                             "closing idle connection"
@@ -167,7 +172,7 @@ impl Connection {
         let permit = tokio::select! {
             biased;
             () = self.daemon.shutdown_token().cancelled() => return false,
-            () = self.closed.cancelled() => return false,
+            () = self.handle.closed.cancelled() => return false,
             permit = Arc::clone(&self.in_flight).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_closed) => return false,
@@ -175,16 +180,20 @@ impl Connection {
         };
         let daemon = Arc::clone(&self.daemon);
         let caller = self.caller.clone();
-        let outbound = self.outbound.clone();
-        let closed = self.closed.clone();
-        self.tracker.spawn(async move {
-            let handled = handlers::dispatch(&daemon, &caller, &method, params).await;
+        let handle = self.handle.clone();
+        self.handle.tracker.spawn(async move {
+            let ctx = RequestContext {
+                daemon: &daemon,
+                caller: &caller,
+                connection: &handle,
+            };
+            let handled = handlers::dispatch(&ctx, &method, params).await;
             if let Some(id) = id {
                 let response = Response {
                     id,
                     outcome: handled.outcome,
                 };
-                enqueue(&outbound, &closed, encode(&response)).await;
+                enqueue(&handle.outbound, &handle.closed, encode(&response)).await;
             }
             drop(permit);
             match handled.after {
@@ -196,7 +205,12 @@ impl Connection {
     }
 
     async fn reply(&self, response: Response) -> bool {
-        enqueue(&self.outbound, &self.closed, encode(&response)).await
+        enqueue(
+            &self.handle.outbound,
+            &self.handle.closed,
+            encode(&response),
+        )
+        .await
     }
 }
 

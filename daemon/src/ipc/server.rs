@@ -48,6 +48,15 @@ pub async fn accept_loop(listener: Listener, daemon: Arc<Daemon>, tracker: TaskT
             Ok(caller) => caller,
             Err(refusal) => {
                 warn!(reason = %refusal, "connection refused");
+                let (uid, pid) = match &refusal {
+                    peer::Refusal::OtherUser { uid, pid, .. } => (Some(*uid), *pid),
+                    peer::Refusal::NoCredentials(_) => (None, None),
+                };
+                daemon.audit().record_in_background(
+                    "connection_refused",
+                    crate::audit::Actor::Peer { uid, pid },
+                    serde_json::json!({ "reason": refusal.to_string() }),
+                );
                 let error = ErrorObject::new(
                     ErrorCode::PermissionDenied,
                     format!("permission denied: {refusal}"),

@@ -2,19 +2,31 @@
 //! its feature gate, and where engine errors become JSON-RPC errors.
 
 mod daemon;
+mod decision;
 mod features;
+mod trace;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::jsonrpc::decode_params;
 use atlasbridge_protocol::methods::{self as m, Role};
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use super::peer::Caller;
+use crate::audit::Actor;
 use crate::state::Daemon;
+use crate::storage::AppendError;
 
 /// Something to do once the reply has been queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,53 +65,157 @@ impl Handled {
     }
 }
 
+/// What a handler may use of the connection it serves: the reply queue (for subscriptions),
+/// the signal that the connection is gone, and the daemon's task tracker.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    /// Lines to the client.
+    pub outbound: mpsc::Sender<Bytes>,
+    /// Fired when the connection closes.
+    pub closed: CancellationToken,
+    /// Live subscriptions on this connection (a connection with one is never idle).
+    pub subscriptions: Arc<AtomicUsize>,
+    /// Tracks tasks that must finish before the daemon exits.
+    pub tracker: TaskTracker,
+}
+
+/// Everything a handler gets.
+#[derive(Debug)]
+pub struct RequestContext<'a> {
+    /// The daemon.
+    pub daemon: &'a Arc<Daemon>,
+    /// Who is calling.
+    pub caller: &'a Caller,
+    /// The connection.
+    pub connection: &'a ConnectionHandle,
+}
+
+impl RequestContext<'_> {
+    /// The caller, as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        Actor::Peer {
+            uid: self.caller.uid,
+            pid: self.caller.pid,
+        }
+    }
+
+    /// -32003 unless `feature` is on.
+    pub fn require(&self, feature: Feature) -> Result<(), ErrorObject> {
+        if self.daemon.settings().features.is_enabled(feature) {
+            Ok(())
+        } else {
+            Err(feature_disabled(feature))
+        }
+    }
+}
+
+/// -32003 naming the feature and how to turn it on.
+pub fn feature_disabled(feature: Feature) -> ErrorObject {
+    ErrorObject::new(ErrorCode::FeatureDisabled, feature.disabled_message())
+        .with_data(serde_json::json!({ "feature": feature }))
+}
+
+/// An append that did not happen: -32004 (the record was not stored; treat it as deny), or
+/// -32602 for a record that cannot be stored as given.
+pub fn append_error(error: AppendError) -> ErrorObject {
+    match error {
+        AppendError::Invalid(why) => ErrorObject::new(ErrorCode::InvalidParams, why),
+        other => ErrorObject::new(
+            ErrorCode::StorageFailure,
+            format!("not recorded: {other}; treat this as deny"),
+        ),
+    }
+}
+
 /// The least role allowed to call `method`, or `None` for a method this daemon does not have.
 pub fn required_role(method: &str) -> Option<Role> {
     Some(match method {
-        m::HELLO | m::DAEMON_STATUS | m::EDITION_GET | m::FEATURES_LIST => Role::Viewer,
+        m::HELLO
+        | m::DAEMON_STATUS
+        | m::EDITION_GET
+        | m::FEATURES_LIST
+        | m::TRACE_HEAD
+        | m::TRACE_READ
+        | m::TRACE_VERIFY
+        | m::TRACE_SUBSCRIBE
+        | m::AUDIT_HEAD
+        | m::AUDIT_READ
+        | m::AUDIT_VERIFY => Role::Viewer,
+        m::DECISION_RECORD => Role::Operator,
+        m::TRACE_REPAIR => Role::Admin,
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
 }
 
 /// Runs one request.
-pub async fn dispatch(
-    daemon: &Daemon,
-    caller: &Caller,
-    method: &str,
-    params: Option<Value>,
-) -> Handled {
+pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Value>) -> Handled {
     let Some(required) = required_role(method) else {
         return Handled::error(ErrorObject::new(
             ErrorCode::MethodNotFound,
             format!("unknown method '{method}'"),
         ));
     };
-    if caller.role < required {
-        warn!(method, role = %caller.role, uid = ?caller.uid, "request refused: role too low");
+    if ctx.caller.role < required {
+        warn!(method, role = %ctx.caller.role, uid = ?ctx.caller.uid, "request refused: role too low");
+        ctx.daemon.audit().record_in_background(
+            "permission_denied",
+            ctx.actor(),
+            serde_json::json!({ "method": method, "role": ctx.caller.role, "required_role": required }),
+        );
         return Handled::error(
             ErrorObject::new(
                 ErrorCode::PermissionDenied,
                 format!(
                     "permission denied: {method} needs the {required} role; you are {}",
-                    caller.role
+                    ctx.caller.role
                 ),
             )
-            .with_data(serde_json::json!({ "required_role": required, "role": caller.role })),
+            .with_data(serde_json::json!({ "required_role": required, "role": ctx.caller.role })),
         );
     }
+    let daemon = ctx.daemon;
     match method {
-        m::HELLO => Handled::reply(params_then(params, |p| daemon::hello(daemon, caller, p))),
-        m::DAEMON_STATUS => Handled::reply(no_params(params).map(|()| daemon::status(daemon))),
+        m::HELLO => Handled::reply(params_then(params, |p| {
+            daemon::hello(daemon, ctx.caller, p)
+        })),
+        m::DAEMON_STATUS => match no_params(params) {
+            Ok(()) => Handled::reply(Ok(daemon::status(daemon).await)),
+            Err(e) => Handled::error(e),
+        },
         m::DAEMON_SHUTDOWN => match no_params(params) {
             Ok(()) => Handled {
                 after: Some(AfterReply::Shutdown),
-                ..Handled::reply(Ok(daemon::shutdown(caller)))
+                ..Handled::reply(Ok(daemon::shutdown(ctx).await))
             },
             Err(e) => Handled::error(e),
         },
         m::EDITION_GET => Handled::reply(no_params(params).map(|()| features::edition(daemon))),
         m::FEATURES_LIST => Handled::reply(no_params(params).map(|()| features::list(daemon))),
+        m::DECISION_RECORD => match decode_params(params) {
+            Ok(p) => Handled::reply(decision::record(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::TRACE_HEAD | m::AUDIT_HEAD => match no_params(params) {
+            Ok(()) => Handled::reply(trace::head(ctx, trace::chain_of(method)).await),
+            Err(e) => Handled::error(e),
+        },
+        m::TRACE_READ | m::AUDIT_READ => match decode_params(params) {
+            Ok(p) => Handled::reply(trace::read(ctx, trace::chain_of(method), p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::TRACE_VERIFY | m::AUDIT_VERIFY => match no_params(params) {
+            Ok(()) => Handled::reply(trace::verify(ctx, trace::chain_of(method)).await),
+            Err(e) => Handled::error(e),
+        },
+        m::TRACE_SUBSCRIBE => match decode_params(params) {
+            Ok(p) => Handled::reply(trace::subscribe(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::TRACE_REPAIR => match decode_params(params) {
+            Ok(p) => Handled::reply(trace::repair(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
         _ => Handled::error(ErrorObject::new(
             ErrorCode::InternalError,
             format!("internal error: '{method}' has a role but no handler"),
@@ -140,9 +256,17 @@ mod tests {
 
     #[test]
     fn every_method_has_a_role_and_unknown_ones_have_none() {
-        for method in [m::HELLO, m::DAEMON_STATUS, m::EDITION_GET, m::FEATURES_LIST] {
+        for method in [
+            m::HELLO,
+            m::DAEMON_STATUS,
+            m::EDITION_GET,
+            m::FEATURES_LIST,
+            m::TRACE_READ,
+        ] {
             assert_eq!(required_role(method), Some(Role::Viewer), "{method}");
         }
+        assert_eq!(required_role(m::DECISION_RECORD), Some(Role::Operator));
+        assert_eq!(required_role(m::TRACE_REPAIR), Some(Role::Admin));
         assert_eq!(required_role(m::DAEMON_SHUTDOWN), Some(Role::Owner));
         assert_eq!(required_role("decision.evaluate.nope"), None);
     }

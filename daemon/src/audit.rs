@@ -1,0 +1,84 @@
+//! The audit log: the daemon's own events (start and stop, configuration, refusals, trace
+//! recovery and repair, pins, cloud state), in a hash chain with the same rules as the trace.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tracing::error;
+
+use crate::trace::Chain;
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The daemon itself.
+    Daemon,
+    /// A local client, by uid and pid.
+    Peer {
+        /// Its uid.
+        uid: Option<u32>,
+        /// Its pid.
+        pid: Option<i64>,
+    },
+    /// A signal from the service manager or a person.
+    Signal(&'static str),
+}
+
+impl Actor {
+    fn to_value(&self) -> Value {
+        match self {
+            Self::Daemon => json!("daemon"),
+            Self::Peer { uid, pid } => json!({ "uid": uid, "pid": pid }),
+            Self::Signal(name) => json!(format!("signal:{name}")),
+        }
+    }
+}
+
+/// Writes audit events.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    chain: Arc<Chain>,
+}
+
+impl AuditLog {
+    /// An audit log over an opened chain.
+    pub fn new(chain: Arc<Chain>) -> Self {
+        Self { chain }
+    }
+
+    /// The chain underneath.
+    pub fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    /// Records one event and waits until it is stored. A failure is logged and returned.
+    pub async fn record(
+        &self,
+        event_type: &str,
+        actor: &Actor,
+        details: Value,
+    ) -> Result<u64, String> {
+        let mut body = Map::new();
+        body.insert(
+            "event_type".to_owned(),
+            Value::String(event_type.to_owned()),
+        );
+        body.insert("actor".to_owned(), actor.to_value());
+        body.insert("details".to_owned(), details);
+        match self.chain.append(body).await {
+            Ok(receipt) => Ok(receipt.seq),
+            Err(e) => {
+                error!(event_type, error = %e, "cannot write an audit event");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Records one event without waiting (for code that cannot await, such as the accept loop).
+    pub fn record_in_background(&self, event_type: &'static str, actor: Actor, details: Value) {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let _ = log.record(event_type, &actor, details).await;
+        });
+    }
+}

@@ -1,0 +1,184 @@
+//! `decision.record`: a decision made elsewhere (a person's answer, another tool's) is written
+//! to the trace like any other: in the v2 chain, or the v1 file while `decision_trace_v2` is off.
+
+use atlasbridge_protocol::ErrorObject;
+use atlasbridge_protocol::features::Feature;
+use atlasbridge_protocol::methods::{RecordParams, RecordResult};
+use atlasbridge_protocol::trace::TRACE_VERSION;
+use serde_json::{Map, Value, json};
+
+use super::{RequestContext, append_error};
+
+/// Prompt types a prompt event may have.
+pub(crate) const PROMPT_TYPES: [&str; 4] =
+    ["yes_no", "confirm_enter", "multiple_choice", "free_text"];
+
+/// Longest accepted identifier (session, prompt, agent…).
+const MAX_ID_CHARS: usize = 256;
+
+/// Longest accepted free value (reply, repo path…).
+const MAX_VALUE_CHARS: usize = 4096;
+
+/// `high`, `medium`/`med`, `low`, case-insensitive; anything else counts as `low`.
+pub(crate) fn normalise_confidence(value: &str) -> &'static str {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "high" => "high",
+        "medium" | "med" => "medium",
+        _ => "low",
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), ErrorObject> {
+    if value.is_empty() {
+        return Err(ErrorObject::invalid_params(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    check_len(field, value, MAX_ID_CHARS)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), ErrorObject> {
+    if value.chars().count() > max {
+        return Err(ErrorObject::invalid_params(
+            field,
+            format!("{field} is longer than {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate(params: &RecordParams) -> Result<(), ErrorObject> {
+    check_id("session_id", &params.session_id)?;
+    check_id("prompt_id", &params.prompt_id)?;
+    if !PROMPT_TYPES.contains(&params.prompt_type.as_str()) {
+        return Err(ErrorObject::invalid_params(
+            "prompt_type",
+            format!("prompt_type must be one of {}", PROMPT_TYPES.join(", ")),
+        ));
+    }
+    check_id("action_taken", &params.action_taken)?;
+    check_len("action_taken", &params.action_taken, 64)?;
+    for (field, value) in [
+        ("agent_id", &params.agent_id),
+        ("tool_id", &params.tool_id),
+        ("idempotency_key", &params.idempotency_key),
+    ] {
+        if let Some(value) = value {
+            check_len(field, value, MAX_ID_CHARS)?;
+        }
+    }
+    for (field, value) in [
+        ("repo", &params.repo),
+        ("branch", &params.branch),
+        ("ci_status", &params.ci_status),
+        ("reply_value", &params.reply_value),
+        ("prompt_text", &params.prompt_text),
+    ] {
+        if let Some(value) = value {
+            check_len(field, value, MAX_VALUE_CHARS)?;
+        }
+    }
+    check_len("human_actor", &params.human_actor, MAX_ID_CHARS)?;
+    check_len("escalation_status", &params.escalation_status, 64)?;
+    Ok(())
+}
+
+pub(super) async fn record(
+    ctx: &RequestContext<'_>,
+    params: RecordParams,
+) -> Result<RecordResult, ErrorObject> {
+    validate(&params)?;
+    let stores = ctx.daemon.stores();
+    let confidence = normalise_confidence(&params.confidence);
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    if !ctx
+        .daemon
+        .settings()
+        .features
+        .is_enabled(Feature::DecisionTraceV2)
+    {
+        let record = json!({
+            // ISO 8601 with an offset, as v1 readers expect.
+            "timestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+            "idempotency_key": text(&params.idempotency_key),
+            "prompt_id": params.prompt_id,
+            "session_id": params.session_id,
+            "policy_hash": "",
+            "matched_rule_id": Value::Null,
+            "action_type": params.action_taken,
+            "action_value": text(&params.reply_value),
+            "confidence": confidence,
+            "prompt_type": params.prompt_type,
+            "autonomy_mode": "",
+            "explanation": format!("recorded by {}", if params.human_actor.is_empty() { "a client" } else { params.human_actor.as_str() }),
+        });
+        stores
+            .v1
+            .append(into_map(record))
+            .await
+            .map_err(append_error)?;
+        return Ok(RecordResult {
+            entry_id: None,
+            seq: None,
+            entry_hash: None,
+            risk_level: String::new(),
+        });
+    }
+    let body = json!({
+        "trace_version": TRACE_VERSION,
+        "session_id": params.session_id,
+        "agent_id": text(&params.agent_id),
+        "prompt_id": params.prompt_id,
+        "prompt_type": params.prompt_type,
+        "policy_name": "",
+        "policy_version": "",
+        "policy_hash": "",
+        "matched_rule": "",
+        "autonomy_mode": "",
+        "policy_action": "",
+        "action_taken": params.action_taken,
+        "reply_value": text(&params.reply_value),
+        "confidence": confidence,
+        "risk_level": "",
+        "risk_reasons": [],
+        "escalation_status": params.escalation_status,
+        "human_actor": params.human_actor,
+        "ci_status_snapshot": text(&params.ci_status),
+        "branch": text(&params.branch),
+        "idempotency_key": text(&params.idempotency_key),
+        "replay_safe": false,
+    });
+    let receipt = stores
+        .trace
+        .append(into_map(body))
+        .await
+        .map_err(append_error)?;
+    Ok(RecordResult {
+        entry_id: Some(receipt.entry_id),
+        seq: Some(receipt.seq),
+        entry_hash: Some(receipt.entry_hash),
+        risk_level: String::new(),
+    })
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confidence_normalises() {
+        assert_eq!(normalise_confidence("HIGH"), "high");
+        assert_eq!(normalise_confidence(" med "), "medium");
+        assert_eq!(normalise_confidence("Medium"), "medium");
+        assert_eq!(normalise_confidence("certain"), "low");
+        assert_eq!(normalise_confidence(""), "low");
+    }
+}
