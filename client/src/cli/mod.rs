@@ -8,7 +8,12 @@
 mod daemon;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
+mod local;
+mod migrate;
 mod output;
+mod trace;
+pub use migrate::MigrateArgs;
+pub use trace::{AuditCommand, CheckpointCommand, TraceCommand};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +64,12 @@ pub enum Command {
     /// Start, stop or inspect the daemon process.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// The decision trace: verify, read, follow, migrate, repair, export checkpoints.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// The audit log of the daemon's own events: verify, read, repair.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// What a command needs from the global options.
@@ -94,6 +105,12 @@ pub(crate) enum CliError {
     Client(#[from] ClientError),
     #[error("{0}")]
     Failed(String),
+    /// A file could not be read (exit status 2, like an unreachable daemon).
+    #[error("{0}")]
+    Unreadable(String),
+    /// A feature the command needs is off.
+    #[error("{}", .0.disabled_message())]
+    FeatureDisabled(atlasbridge_protocol::features::Feature),
 }
 
 /// Entry point of the `atlasbridge` binary.
@@ -115,6 +132,8 @@ pub fn main() -> ExitCode {
         Command::Edition => info::edition(&ctx),
         Command::Features => info::features(&ctx),
         Command::Daemon(command) => daemon::run(&ctx, command),
+        Command::Trace(command) => trace::run_trace(&ctx, command),
+        Command::Audit(command) => trace::run_audit(&ctx, command),
     };
     match result {
         Ok(code) => code,
@@ -145,6 +164,12 @@ fn report(ctx: &Context, error: &CliError) -> ExitCode {
             out.error("bad_socket_path", &error.to_string(), EXIT_FAILURE)
         }
         CliError::Failed(message) => out.error("failed", message, EXIT_FAILURE),
+        CliError::Unreadable(message) => out.error("unreadable", message, EXIT_UNAVAILABLE),
+        CliError::FeatureDisabled(_) => out.error(
+            "feature_disabled",
+            &error.to_string(),
+            EXIT_FEATURE_DISABLED,
+        ),
     }
 }
 
