@@ -10,3 +10,4 @@ mod concurrency;
 mod lifecycle;
 mod protocol_lines;
 mod support;
+mod trace;

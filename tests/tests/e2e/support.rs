@@ -78,6 +78,12 @@ impl Sandbox {
                 "info,atlasbridged=debug".to_owned(),
             ),
             ("ATLASBRIDGE_DAEMON_BIN".to_owned(), DAEMON.to_owned()),
+            // The CLI reads the trace itself when the daemon is stopped; it must find the same
+            // data directory the daemon was given.
+            (
+                "ATLASBRIDGE_DATA_DIR".to_owned(),
+                self.data_dir().display().to_string(),
+            ),
         ];
         env.sort();
         env
@@ -99,6 +105,8 @@ pub struct Options {
     /// Config file contents (written to the sandbox and passed with --config).
     pub config: Option<String>,
     pub args: Vec<String>,
+    /// A command the daemon is started under (e.g. `prlimit --fsize=N --`).
+    pub wrapper: Vec<String>,
 }
 
 impl Options {
@@ -170,7 +178,14 @@ impl TestDaemon {
 
     /// The daemon command line for this sandbox, not yet started.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(DAEMON);
+        let mut command = match self.options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(DAEMON);
+                command
+            }
+            None => Command::new(DAEMON),
+        };
         command
             .env_clear()
             .envs(self.env())
