@@ -395,15 +395,16 @@ static CLASS: [u8; 256] = {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any of the 8 bytes in `word` needs a look in a string: a quote, a backslash, a
-/// control character or a non-ASCII byte. False positives only cost a byte-wise look.
+/// The bytes of `word` (little-endian) that need a look in a string: a quote, a backslash, a
+/// control character or a non-ASCII byte, each flagged by its high bit. The borrow of the
+/// subtractions can flag a byte above a flagged one, never below, so the lowest flag is exact.
 #[inline]
-fn needs_look(word: u64) -> bool {
+fn look_mask(word: u64) -> u64 {
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let quote = has_zero(word ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    (quote | backslash | control | (word & HIGHS)) != 0
+    quote | backslash | control | (word & HIGHS)
 }
 
 /// Where the interesting top-level values are in the prefix: token start and end.
@@ -530,6 +531,7 @@ impl Canon<'_, '_> {
     }
 
     /// A member's key, which must sort strictly after `previous`.
+    #[inline(always)]
     fn key(&mut self, previous: Option<Str>) -> Option<Str> {
         let key = self.string()?;
         if let Some(previous) = previous {
@@ -553,6 +555,7 @@ impl Canon<'_, '_> {
     }
 
     /// A string with only the minimal escapes and valid UTF-8.
+    #[inline(always)]
     fn string(&mut self) -> Option<Str> {
         self.expect(b'"')?;
         let b = self.b;
@@ -560,8 +563,11 @@ impl Canon<'_, '_> {
         let mut i = start;
         let mut escaped = false;
         loop {
+            // Skip plain bytes eight at a time, landing on the first one that needs a look.
             while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-                if needs_look(u64::from_le_bytes(*word)) {
+                let mask = look_mask(u64::from_le_bytes(*word));
+                if mask != 0 {
+                    i += (mask.trailing_zeros() / 8) as usize;
                     break;
                 }
                 i += 8;
