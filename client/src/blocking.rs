@@ -95,7 +95,20 @@ impl Client {
         self.next_id += 1;
         let line = encode_line(&OutgoingRequest::new(Id::from(id), method, params))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.writer.write_all(&line).map_err(|e| self.io_error(e))?;
+        if let Err(e) = self.writer.write_all(&line) {
+            let error = self.io_error(e);
+            // A daemon that refuses a connection (another uid, too many connections) sends one
+            // error line and closes, possibly before our request was written: read why.
+            if matches!(error, ClientError::Closed)
+                && let Ok(ServerMessage::Response {
+                    outcome: Err(refusal),
+                    ..
+                }) = self.read_message()
+            {
+                return Err(ClientError::Rpc(refusal));
+            }
+            return Err(error);
+        }
         loop {
             match self.read_message()? {
                 ServerMessage::Response {
