@@ -319,7 +319,8 @@ pub struct RecordParams {
     /// Session tags.
     #[serde(default)]
     pub session_tags: Option<Vec<String>>,
-    /// Repeating a request with the same key returns the first result.
+    /// Stored in the entry. (Answering a repeat with the first result comes with the decision
+    /// service; until then every record appends.)
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// What was done: `auto_reply`, `require_human`, `deny`, `notify_only`, or a human's action.

@@ -365,6 +365,46 @@ proptest! {
     }
 }
 
+fn arbitrary_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        // Escapes, controls, surrogate-pair characters and the BMP's upper end, which JCS
+        // orders differently from UTF-8.
+        "[\\x00-\\x1f\"\\\\/a-z\u{7f}\u{e000}\u{fffd}\u{10000}-\u{10ffff}]{0,40}",
+        // Large strings: several blocks of the verifier's reader on their own.
+        proptest::collection::vec(any::<char>(), 1000..40_000).prop_map(String::from_iter),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_entries_round_trip_and_verify(notes in proptest::collection::vec(arbitrary_text(), 1..6)) {
+        let mut prev = GENESIS_PREV_HASH.to_owned();
+        let mut bodies = Vec::new();
+        let mut data = Vec::new();
+        for (seq, note) in notes.iter().enumerate() {
+            let body = body(seq as u64, &prev, note);
+            let sealed = seal(&body);
+            prev.clone_from(&sealed.entry_hash);
+            data.extend_from_slice(&sealed.line);
+            bodies.push((body, sealed.entry_hash));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "t.jsonl", &data);
+        let report = verdicts(std::slice::from_ref(&file), &options());
+        prop_assert!(report.valid, "{:?}", report);
+        prop_assert_eq!(report.entries_checked, notes.len() as u64);
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line, (body, hash)) in text.lines().zip(&bodies) {
+            let mut stored: Map<String, Value> = serde_json::from_str(line).unwrap();
+            prop_assert_eq!(stored.remove("entry_hash"), Some(Value::String(hash.clone())));
+            prop_assert_eq!(&stored, body);
+        }
+    }
+}
+
 // Checkpoints.
 
 fn key(byte: u8) -> SigningKey {
@@ -599,4 +639,54 @@ fn an_exported_copy_can_stand_in_for_the_directorys_own() {
     };
     let report = verify_path(witnessed.dir.path(), &options).unwrap();
     assert_eq!(broken(&report), (BreakKind::CheckpointMismatch, 9));
+}
+
+#[test]
+fn a_tail_cut_after_the_last_checkpoint_is_unwitnessed_not_broken() {
+    let witnessed = Witnessed::new();
+    witnessed.write_checkpoints(&checkpoints(&witnessed.entries, &[9, 19]));
+    write(
+        witnessed.dir.path(),
+        "decisions-000000000000.jsonl",
+        &bytes(&witnessed.entries[..25]),
+    );
+    let report = witnessed.verify();
+    assert!(
+        report.valid,
+        "a plain chain cannot see this cut: {report:?}"
+    );
+    let tail = report.unwitnessed_tail.unwrap();
+    assert_eq!((tail.from_seq, tail.to_seq), (20, 24));
+}
+
+#[test]
+fn a_segment_removed_from_the_middle_is_a_seq_gap_in_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = chain(30);
+    write(
+        dir.path(),
+        "decisions-000000000000.jsonl",
+        &bytes(&entries[..10]),
+    );
+    write(
+        dir.path(),
+        "decisions-000000000010.jsonl",
+        &bytes(&entries[10..20]),
+    );
+    write(
+        dir.path(),
+        "decisions-000000000020.jsonl",
+        &bytes(&entries[20..]),
+    );
+    std::fs::remove_file(dir.path().join("decisions-000000000010.jsonl")).unwrap();
+    let report = verify_path(dir.path(), &options()).unwrap();
+    assert_eq!(broken(&report), (BreakKind::SeqGap, 10));
+    assert_eq!(report.entries_checked, 10);
+    let error = report.error.unwrap();
+    assert!(
+        error.file.ends_with("decisions-000000000020.jsonl"),
+        "{}",
+        error.file
+    );
+    assert_eq!(error.line, 1);
 }

@@ -527,6 +527,50 @@ fn an_emptied_trace_directory_is_reported_not_silently_restarted() {
 }
 
 #[test]
+fn a_removed_trace_directory_is_reported_from_the_state_file_and_repaired() {
+    let mut daemon = TestDaemon::start_with(pro());
+    let mut conn = daemon.conn();
+    let mut last = Value::Null;
+    for i in 0..3 {
+        last = conn.ok("decision.record", record_params("s", &format!("p{i}")));
+    }
+    drop(conn);
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(5));
+    std::fs::remove_dir_all(trace_dir(&daemon)).unwrap();
+
+    let out = daemon.cli(&["trace", "integrity-check", "--json"]);
+    out.assert_code(1);
+    let report = out.json();
+    assert_eq!(
+        report["error"]["kind"], "truncated_after_checkpoint",
+        "{report}"
+    );
+    assert!(
+        report["error"]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("heads.json"),
+        "{report}"
+    );
+
+    daemon.launch();
+    let mut conn = daemon.conn();
+    assert_eq!(conn.ok("daemon.status", json!({}))["health"], "broken");
+    assert!(
+        audit_events(&daemon)
+            .iter()
+            .any(|e| e["event_type"] == "entries_missing")
+    );
+    daemon
+        .cli(&["trace", "repair", "--start-new-segment"])
+        .assert_code(0);
+    let next = conn.ok("decision.record", record_params("s", "p3"));
+    assert_eq!(next["seq"], 3, "continues after the last recorded head");
+    assert_eq!(all_entries(&mut conn)[0]["prev_hash"], last["entry_hash"]);
+}
+
+#[test]
 fn a_deleted_checkpoints_file_is_caught_and_the_daemon_reanchors_on_record() {
     let mut daemon = TestDaemon::start_with(pro());
     let mut conn = daemon.conn();
