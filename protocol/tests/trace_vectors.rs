@@ -145,3 +145,26 @@ fn canonical_forms_and_hashes_match_the_vectors() {
     }
     assert_eq!(checked, 2, "canonical-0 and canonical-7 were compared");
 }
+
+#[test]
+fn every_vector_line_gets_the_same_verdict_by_both_paths() {
+    use atlasbridge_protocol::trace::{check_line, check_line_recanonicalised};
+    let mut lines = 0;
+    for entry in std::fs::read_dir(vectors()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        for line in std::fs::read(&path).unwrap().split(|&b| b == b'\n') {
+            let fast = check_line(line, ChainKind::Trace);
+            let slow = check_line_recanonicalised(line, ChainKind::Trace);
+            match (&fast, &slow) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.kind, b.kind, "{}", path.display()),
+                _ => panic!("{}: {fast:?} vs {slow:?}", path.display()),
+            }
+            lines += 1;
+        }
+    }
+    assert!(lines > 100);
+}

@@ -10,7 +10,7 @@ pub mod verify;
 
 pub use entry::{GENESIS_PREV_HASH, SealedEntry, TRACE_VERSION, TraceEntry, seal};
 pub use report::{BreakKind, ChainBreak, ChainHead, IntegrityReport, UnwitnessedTail};
-pub use scan::{LineFacts, LineProblem, check_line};
+pub use scan::{LineFacts, LineProblem, check_line, check_line_recanonicalised};
 pub use verify::{
     ChainKind, CheckpointFile, CheckpointVerdict, Verified, VerifyError, VerifyOptions,
     read_checkpoints, segment_files, verify_chain, verify_checkpoints, verify_files, verify_path,

@@ -73,9 +73,20 @@ impl LineProblem {
 /// This is what the daemon uses to pick up the head from the last line of a segment; chain
 /// links (`seq` and `prev_hash` against the previous line) are for the caller.
 pub fn check_line(line: &[u8], kind: ChainKind) -> Result<LineFacts, LineProblem> {
+    facts(line, kind, false)
+}
+
+/// [`check_line`] by the slow path alone (parse and re-canonicalise): the same verdict, always.
+/// For auditors who trust only the reference path, and for the fuzz target that holds the two
+/// paths to agreeing.
+pub fn check_line_recanonicalised(line: &[u8], kind: ChainKind) -> Result<LineFacts, LineProblem> {
+    facts(line, kind, true)
+}
+
+fn facts(line: &[u8], kind: ChainKind, recanonicalise: bool) -> Result<LineFacts, LineProblem> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let mut scanner = Scanner::new();
-    let checked = scanner.check(line, kind, false)?;
+    let checked = scanner.check(line, kind, recanonicalise)?;
     if let Some(problem) = checked.hash_problem {
         return Err(problem);
     }
