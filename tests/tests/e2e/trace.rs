@@ -292,6 +292,78 @@ fn migrating_a_v1_file_with_a_bad_line_names_the_line_and_writes_nothing() {
 }
 
 #[test]
+fn the_cli_tails_shows_and_follows_the_trace() {
+    let daemon = TestDaemon::start_with(pro());
+    let mut conn = daemon.conn();
+    for i in 0..4 {
+        conn.ok("decision.record", record_params("s", &format!("p{i}")));
+    }
+    let tail = daemon.cli(&["trace", "tail", "-n", "2", "--json"]);
+    tail.assert_code(0);
+    let seqs: Vec<u64> = tail
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+    let human = daemon.cli(&["trace", "tail"]);
+    human.assert_code(0);
+    assert_eq!(human.stdout.lines().count(), 4, "{}", human.stdout);
+    assert!(human.stdout.contains("p3"), "{}", human.stdout);
+
+    let show = daemon.cli(&["trace", "show", "1", "--json"]);
+    show.assert_code(0);
+    assert_eq!(show.json()["prompt_id"], "p1");
+    daemon.cli(&["trace", "show", "99"]).assert_code(1);
+
+    let mut follower = std::process::Command::new(crate::support::CLI)
+        .env_clear()
+        .envs(daemon.env())
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["trace", "tail", "-n", "1", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reading a pipe has no timeout: a watchdog kills the follower if the test hangs.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = rustix::process::Pid::from_child(&follower);
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(crate::support::DEADLINE).is_err() {
+            let _ = rustix::process::kill_process(pid, Signal::KILL);
+        }
+    });
+    let mut lines = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut read_seq = || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(read_seq(), 3, "the last stored entry first");
+    conn.ok("decision.record", record_params("s", "p4"));
+    conn.ok("decision.record", record_params("s", "p5"));
+    assert_eq!(
+        (read_seq(), read_seq()),
+        (4, 5),
+        "then new ones as they are written"
+    );
+    done.send(()).unwrap();
+    watchdog.join().unwrap();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+
+    let audit = daemon.cli(&["audit", "tail", "--json"]);
+    audit.assert_code(0);
+    assert!(audit.stdout.contains("daemon_started"), "{}", audit.stdout);
+}
+
+#[test]
 fn subscribers_get_the_replay_then_live_entries_in_order() {
     let daemon = TestDaemon::start_with(pro());
     let mut writer = daemon.conn();
