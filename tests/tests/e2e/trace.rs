@@ -643,6 +643,41 @@ fn a_removed_trace_directory_is_reported_from_the_state_file_and_repaired() {
 }
 
 #[test]
+fn checkpoints_come_every_interval_when_idle_and_at_shutdown() {
+    let mut daemon = TestDaemon::start_with(pro().config("[trace]\ncheckpoint_interval_s = 1\n"));
+    let mut conn = daemon.conn();
+    conn.ok("decision.record", record_params("s", "p0"));
+    let file = trace_dir(&daemon).join("checkpoints.jsonl");
+    let count = || {
+        std::fs::read_to_string(&file)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let before = count();
+    eventually("two more checkpoints while nothing is appended", || {
+        count() >= before + 2
+    });
+    let status = conn.ok("daemon.status", json!({}));
+    assert!(
+        status["checkpoint"]["checkpoint_seq"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    drop(conn);
+    let idle = count();
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(5));
+    assert!(count() > idle, "a checkpoint at shutdown");
+    let report = daemon.cli(&["trace", "integrity-check", "--json"]);
+    report.assert_code(0);
+    let report = report.json();
+    assert_eq!(report["unwitnessed_tail"], Value::Null, "{report}");
+    assert_eq!(
+        report["checkpoints_checked"].as_u64().unwrap() as usize,
+        count()
+    );
+}
+
+#[test]
 fn a_deleted_checkpoints_file_is_caught_and_the_daemon_reanchors_on_record() {
     let mut daemon = TestDaemon::start_with(pro());
     let mut conn = daemon.conn();
