@@ -14,6 +14,7 @@
 //! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
 
 pub mod canonical;
+pub mod confidence;
 pub mod error_code;
 pub mod features;
 pub mod flags;

@@ -21,11 +21,7 @@ const MAX_VALUE_CHARS: usize = 4096;
 
 /// `high`, `medium`/`med`, `low`, case-insensitive; anything else counts as `low`.
 pub(crate) fn normalise_confidence(value: &str) -> &'static str {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "high" => "high",
-        "medium" | "med" => "medium",
-        _ => "low",
-    }
+    atlasbridge_protocol::confidence::Confidence::normalise(value).name()
 }
 
 fn check_id(field: &str, value: &str) -> Result<(), ErrorObject> {
