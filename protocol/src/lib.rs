@@ -12,6 +12,7 @@
 //! - [`features`]: editions and feature flags: names, defaults, and the shapes clients see.
 //! - [`flags`]: resolving the edition and every flag from flag, environment and config.
 //! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
+//! - [`risk`]: the deterministic risk classifier.
 
 pub mod canonical;
 pub mod confidence;
@@ -25,6 +26,7 @@ pub mod jsonrpc;
 pub mod methods;
 pub mod migrate;
 pub mod paths;
+pub mod risk;
 pub mod trace;
 
 pub use error_code::ErrorCode;

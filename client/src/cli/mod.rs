@@ -11,8 +11,10 @@ mod info;
 mod local;
 mod migrate;
 mod output;
+mod risk;
 mod trace;
 pub use migrate::MigrateArgs;
+pub use risk::RiskCommand;
 pub use trace::{AuditCommand, CheckpointCommand, TraceCommand};
 
 use std::path::PathBuf;
@@ -70,6 +72,9 @@ pub enum Command {
     /// The audit log of the daemon's own events: verify, read, repair.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The risk classifier: assess a decision's inputs locally.
+    #[command(subcommand)]
+    Risk(RiskCommand),
 }
 
 /// What a command needs from the global options.
@@ -134,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Daemon(command) => daemon::run(&ctx, command),
         Command::Trace(command) => trace::run_trace(&ctx, command),
         Command::Audit(command) => trace::run_audit(&ctx, command),
+        Command::Risk(command) => risk::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

@@ -9,5 +9,6 @@ mod cli;
 mod concurrency;
 mod lifecycle;
 mod protocol_lines;
+mod risk;
 mod support;
 mod trace;

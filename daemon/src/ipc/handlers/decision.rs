@@ -4,14 +4,13 @@
 use atlasbridge_protocol::ErrorObject;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::methods::{RecordParams, RecordResult};
+use atlasbridge_protocol::risk::{RiskAssessment, RiskInput, classify};
 use atlasbridge_protocol::trace::TRACE_VERSION;
 use serde_json::{Map, Value, json};
 
 use super::{RequestContext, append_error};
 
-/// Prompt types a prompt event may have.
-pub(crate) const PROMPT_TYPES: [&str; 4] =
-    ["yes_no", "confirm_enter", "multiple_choice", "free_text"];
+pub(crate) use atlasbridge_protocol::risk::PROMPT_TYPES;
 
 /// Longest accepted identifier (session, prompt, agent…).
 const MAX_ID_CHARS: usize = 256;
@@ -121,6 +120,11 @@ pub(super) async fn record(
             risk_level: String::new(),
         });
     }
+    let risk = assess(ctx, &params);
+    let (risk_level, risk_reasons) = match &risk {
+        Some(risk) => (risk.level.name().to_owned(), risk.reasons.clone()),
+        None => (String::new(), Vec::new()),
+    };
     let body = json!({
         "trace_version": TRACE_VERSION,
         "session_id": params.session_id,
@@ -136,8 +140,8 @@ pub(super) async fn record(
         "action_taken": params.action_taken,
         "reply_value": text(&params.reply_value),
         "confidence": confidence,
-        "risk_level": "",
-        "risk_reasons": [],
+        "risk_level": risk_level,
+        "risk_reasons": risk_reasons,
         "escalation_status": params.escalation_status,
         "human_actor": params.human_actor,
         "ci_status_snapshot": text(&params.ci_status),
@@ -154,8 +158,31 @@ pub(super) async fn record(
         entry_id: Some(receipt.entry_id),
         seq: Some(receipt.seq),
         entry_hash: Some(receipt.entry_hash),
-        risk_level: String::new(),
+        risk_level,
     })
+}
+
+/// The risk classifier's verdict on what was done, when the `risk_classifier` feature is on.
+/// The prompt text is read here and never stored.
+fn assess(ctx: &RequestContext<'_>, params: &RecordParams) -> Option<RiskAssessment> {
+    if !ctx
+        .daemon
+        .settings()
+        .features
+        .is_enabled(Feature::RiskClassifier)
+    {
+        return None;
+    }
+    let no_tags = Vec::new();
+    Some(classify(&RiskInput {
+        action: &params.action_taken,
+        prompt_type: &params.prompt_type,
+        confidence: atlasbridge_protocol::confidence::Confidence::normalise(&params.confidence),
+        prompt_text: params.prompt_text.as_deref().unwrap_or(""),
+        branch: params.branch.as_deref().unwrap_or(""),
+        ci_status: params.ci_status.as_deref().unwrap_or(""),
+        session_tags: params.session_tags.as_ref().unwrap_or(&no_tags),
+    }))
 }
 
 fn into_map(value: Value) -> Map<String, Value> {
