@@ -12,6 +12,7 @@
 //! - [`features`]: editions and feature flags: names, defaults, and the shapes clients see.
 //! - [`flags`]: resolving the edition and every flag from flag, environment and config.
 //! - [`paths`]: the socket, data and config locations, resolved the same way on both sides.
+//! - [`policy`]: the policy language: loading, checking, the normal form, its hash and diff.
 //! - [`risk`]: the deterministic risk classifier.
 
 pub mod canonical;
@@ -26,6 +27,7 @@ pub mod jsonrpc;
 pub mod methods;
 pub mod migrate;
 pub mod paths;
+pub mod policy;
 pub mod risk;
 pub mod trace;
 
