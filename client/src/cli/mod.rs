@@ -11,9 +11,11 @@ mod info;
 mod local;
 mod migrate;
 mod output;
+mod policy;
 mod risk;
 mod trace;
 pub use migrate::MigrateArgs;
+pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
 pub use trace::{AuditCommand, CheckpointCommand, TraceCommand};
 
@@ -75,6 +77,9 @@ pub enum Command {
     /// The risk classifier: assess a decision's inputs locally.
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// Policy files: validate, test an event, hash, diff.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 /// What a command needs from the global options.
@@ -140,6 +145,7 @@ pub fn main() -> ExitCode {
         Command::Trace(command) => trace::run_trace(&ctx, command),
         Command::Audit(command) => trace::run_audit(&ctx, command),
         Command::Risk(command) => risk::run(&ctx, command),
+        Command::Policy(command) => policy::run(&ctx, command),
     };
     match result {
         Ok(code) => code,
