@@ -126,6 +126,8 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
         "atlasbridged started"
     );
     lifecycle::audit_startup(&daemon, &findings, replaced_stale).await;
+    // A policy that does not load leaves none active: decisions then fail closed with -32001.
+    let _ = lifecycle::load_policy(&daemon, None, crate::audit::Actor::Daemon).await;
 
     let stop_checkpoints = CancellationToken::new();
     let checkpoints = tokio::spawn(lifecycle::run_checkpoints(

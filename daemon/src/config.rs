@@ -63,6 +63,24 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[trace]`.
     pub trace: TraceConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// `[risk]`.
+    pub risk: RiskConfig,
+}
+
+/// `[policy]`: which policy decides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicyConfig {
+    /// The policy file; without one the built-in `safe-default` policy decides.
+    pub file: Option<PathBuf>,
+}
+
+/// `[risk]`: what the risk level may change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RiskConfig {
+    /// An `auto_reply` at or above this level is answered `require_human` instead.
+    pub require_human_at: Option<atlasbridge_protocol::risk::RiskLevel>,
 }
 
 /// When an appended entry reaches the disk.
@@ -162,6 +180,22 @@ struct RawConfig {
     logging: RawLogging,
     #[serde(default)]
     trace: RawTrace,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    risk: RawRisk,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRisk {
+    require_human_at: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,12 +387,42 @@ impl Config {
             )?),
         };
 
+        let policy = PolicyConfig {
+            file: match raw.policy.file {
+                None => None,
+                Some(file) if file.get_ref().trim().is_empty() => {
+                    return Err(invalid(
+                        Some(file.span()),
+                        "[policy] file must not be empty".to_owned(),
+                    ));
+                }
+                Some(file) if file.get_ref().starts_with('~') => {
+                    Some(PathBuf::from(file.get_ref()))
+                }
+                // Relative to the config file, so that a config and its policy can move together.
+                Some(file) => Some(path.parent().map_or_else(
+                    || PathBuf::from(file.get_ref()),
+                    |dir| dir.join(file.get_ref()),
+                )),
+            },
+        };
+        let risk = RiskConfig {
+            require_human_at: match raw.risk.require_human_at {
+                None => None,
+                Some(level) => Some(level.get_ref().parse().map_err(|e| {
+                    invalid(Some(level.span()), format!("[risk] require_human_at: {e}"))
+                })?),
+            },
+        };
+
         Ok(Self {
             edition,
             features,
             daemon,
             logging,
             trace,
+            policy,
+            risk,
         })
     }
 }
@@ -384,6 +448,28 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_policy_file_is_relative_to_the_config_and_the_risk_threshold_is_a_level() {
+        let config =
+            parse("[policy]\nfile = \"policies/team.yaml\"\n[risk]\nrequire_human_at = \"High\"\n")
+                .unwrap();
+        assert_eq!(
+            config.policy.file.as_deref(),
+            Some(Path::new("/etc/atlasbridge/policies/team.yaml"))
+        );
+        assert_eq!(
+            config.risk.require_human_at,
+            Some(atlasbridge_protocol::risk::RiskLevel::High)
+        );
+        let absolute = parse("[policy]\nfile = \"/srv/p.yaml\"\n").unwrap();
+        assert_eq!(
+            absolute.policy.file.as_deref(),
+            Some(Path::new("/srv/p.yaml"))
+        );
+        assert!(error("[risk]\nrequire_human_at = \"severe\"\n").contains(":2:"));
+        assert!(error("[policy]\nfile = \"\"\n").contains("must not be empty"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod checkpoints;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decisions;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logging;

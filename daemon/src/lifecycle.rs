@@ -70,7 +70,10 @@ pub fn open_stores(
     findings.reanchor = reanchor;
     trace::log_findings(ChainKind::Trace, &findings.trace);
     trace::log_findings(ChainKind::Audit, &findings.audit);
+    // The decision service remembers idempotency answers and auto-reply counts from the trace.
+    let decisions = crate::decisions::DecisionService::open(&trace::trace_dir(data_dir))?;
     let stores = Stores {
+        decisions,
         trace: Arc::new(trace_chain),
         v1,
         audit: AuditLog::new(Arc::new(audit)),
@@ -307,4 +310,55 @@ pub async fn shutdown_stores(daemon: &Daemon, threads: Vec<JoinHandle<()>>, reas
         warn!("writer threads did not finish in time");
     }
     info!("storage closed");
+}
+
+/// Loads `file` (or the configured policy file, or the built-in default) and makes it active.
+/// A policy that fails to load never replaces the active one; either way the outcome is logged
+/// and audited. Returns every error of a failed load.
+pub async fn load_policy(
+    daemon: &Daemon,
+    file: Option<std::path::PathBuf>,
+    actor: crate::audit::Actor,
+) -> Result<
+    Arc<crate::decisions::policy::ActivePolicy>,
+    Vec<atlasbridge_protocol::policy::PolicyError>,
+> {
+    let file = file.or_else(|| daemon.settings().config.policy.file.clone());
+    let shown = file.as_ref().map_or_else(
+        || "(built-in safe-default)".to_owned(),
+        |f| f.display().to_string(),
+    );
+    // The service lives as long as the daemon; the load reads files, so it runs off the workers.
+    let outcome = {
+        let state = &daemon.stores().decisions.policy;
+        let file = file.clone();
+        tokio::task::block_in_place(|| state.load(file.as_deref()))
+    };
+    match outcome {
+        Ok(active) => {
+            info!(policy = %shown, hash = %active.hash, "policy active");
+            let _ = daemon
+                .audit()
+                .record(
+                    "policy_loaded",
+                    &actor,
+                    serde_json::json!({ "file": file, "policy_hash": active.hash }),
+                )
+                .await;
+            Ok(active)
+        }
+        Err(error) => {
+            let errors = error.errors();
+            warn!(policy = %shown, errors = errors.len(), first = %errors.first().map(ToString::to_string).unwrap_or_default(), "policy did not load; the active policy stays");
+            let _ = daemon
+                .audit()
+                .record(
+                    "policy_load_failed",
+                    &actor,
+                    serde_json::json!({ "file": file, "errors": errors }),
+                )
+                .await;
+            Err(errors)
+        }
+    }
 }

@@ -29,6 +29,12 @@ pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
             _ = interrupt.recv() => "SIGINT",
             _ = hangup.recv() => {
                 reload(&daemon);
+                let _ = crate::lifecycle::load_policy(
+                    &daemon,
+                    None,
+                    crate::audit::Actor::Signal("SIGHUP"),
+                )
+                .await;
                 continue;
             }
         };

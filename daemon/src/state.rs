@@ -100,6 +100,8 @@ pub struct Stores {
     pub audit: AuditLog,
     /// The checkpoint signer (one checkpoint at a time).
     pub checkpointer: tokio::sync::Mutex<Checkpointer>,
+    /// The policy and the decision service.
+    pub decisions: crate::decisions::DecisionService,
 }
 
 /// State shared by every task of the daemon.

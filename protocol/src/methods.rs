@@ -21,6 +21,12 @@ pub const EDITION_GET: &str = "edition.get";
 pub const FEATURES_LIST: &str = "features.list";
 /// `decision.record`: record a decision made elsewhere.
 pub const DECISION_RECORD: &str = "decision.record";
+/// `decision.evaluate`: decide a prompt event by the policy, durably.
+pub const DECISION_EVALUATE: &str = "decision.evaluate";
+/// `policy.status`: the active policy.
+pub const POLICY_STATUS: &str = "policy.status";
+/// `policy.reload`: load the policy file again (or another one).
+pub const POLICY_RELOAD: &str = "policy.reload";
 /// `trace.head`: the decision trace's head.
 pub const TRACE_HEAD: &str = "trace.head";
 /// `trace.read`: stored entries from a seq.
@@ -385,4 +391,110 @@ mod tests {
         let back: HelloResult = serde_json::from_value(json).unwrap();
         assert_eq!(back, result);
     }
+}
+
+/// Params of `decision.evaluate`: one prompt event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// The agent session.
+    pub session_id: String,
+    /// The prompt's id.
+    pub prompt_id: String,
+    /// `yes_no`, `confirm_enter`, `multiple_choice` or `free_text`.
+    pub prompt_type: String,
+    /// The prompt text: read for matching and risk, never stored.
+    #[serde(default)]
+    pub prompt_text: String,
+    /// `high`, `medium` or `low` (anything else counts as `low`).
+    #[serde(default)]
+    pub confidence: String,
+    /// The agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// The tool (`tool_id` criteria).
+    #[serde(default)]
+    pub tool_id: Option<String>,
+    /// The repository or working directory (`repo` criteria).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// `passing`, `failing` or `unknown`.
+    #[serde(default)]
+    pub ci_status: Option<String>,
+    /// Session tags; the first is the one `session_tag` criteria see.
+    #[serde(default)]
+    pub session_tags: Option<Vec<String>>,
+    /// A repeat with the same key in the same session gets the first result and appends
+    /// nothing; without one, a key derived from the policy, the prompt and the session is used.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Result of `decision.evaluate`, sent only once the trace entry is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluateResult {
+    /// What the agent is told: `auto_reply`, `require_human`, `deny` or `notify_only`.
+    pub action: String,
+    /// The value to inject, `""` unless `auto_reply`.
+    pub reply_value: String,
+    /// In `assist` mode (or when a cap or the risk threshold held an answer back): what the
+    /// policy would have done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_action: Option<String>,
+    /// The rule that decided, `""` when a default applied.
+    pub matched_rule: String,
+    /// The policy's own action.
+    pub policy_action: String,
+    /// `off`, `assist` or `full`.
+    pub autonomy_mode: String,
+    /// The risk level (`""` while the classifier is off).
+    pub risk_level: String,
+    /// The classifier's reasons.
+    pub risk_reasons: Vec<String>,
+    /// The deciding policy.
+    pub policy_hash: String,
+    /// The trace entry (`None` in the v1 trace).
+    pub entry_id: Option<String>,
+    /// Its seq.
+    pub seq: Option<u64>,
+    /// Its hash.
+    pub entry_hash: Option<String>,
+    /// Why the answer is what it is, in one sentence.
+    pub explanation: String,
+    /// True when this is the stored answer to an earlier request with the same key.
+    #[serde(default)]
+    pub repeated: bool,
+}
+
+/// Result of `policy.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    /// The active policy's name.
+    pub name: String,
+    /// `"0"` or `"1"`.
+    pub policy_version: String,
+    /// Its hash.
+    pub policy_hash: String,
+    /// `off`, `assist` or `full`.
+    pub autonomy_mode: String,
+    /// Its rules.
+    pub rules: usize,
+    /// The file it was loaded from; `None` for the built-in default.
+    pub source: Option<String>,
+    /// When it became active (RFC 3339).
+    pub loaded_at: String,
+    /// The errors of the last load that failed, if it failed after this one loaded.
+    pub last_error: Option<Vec<serde_json::Value>>,
+}
+
+/// Params of `policy.reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyReloadParams {
+    /// Load this file instead of the configured one (it stays active until the next reload).
+    #[serde(default)]
+    pub path: Option<String>,
 }

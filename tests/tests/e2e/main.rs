@@ -7,7 +7,9 @@
 
 mod cli;
 mod concurrency;
+mod decisions;
 mod lifecycle;
+mod policy_cli;
 mod protocol_lines;
 mod risk;
 mod support;

@@ -3,7 +3,7 @@
 
 use atlasbridge_protocol::ErrorObject;
 use atlasbridge_protocol::features::Feature;
-use atlasbridge_protocol::methods::{RecordParams, RecordResult};
+use atlasbridge_protocol::methods::{EvaluateParams, EvaluateResult, RecordParams, RecordResult};
 use atlasbridge_protocol::risk::{RiskAssessment, RiskInput, classify};
 use atlasbridge_protocol::trace::TRACE_VERSION;
 use serde_json::{Map, Value, json};
@@ -77,6 +77,56 @@ fn validate(params: &RecordParams) -> Result<(), ErrorObject> {
     check_len("human_actor", &params.human_actor, MAX_ID_CHARS)?;
     check_len("escalation_status", &params.escalation_status, 64)?;
     Ok(())
+}
+
+/// Longest prompt text `decision.evaluate` reads (it is matched and classified, never stored).
+const MAX_PROMPT_CHARS: usize = 64 * 1024;
+
+fn validate_event(params: &EvaluateParams) -> Result<(), ErrorObject> {
+    check_id("session_id", &params.session_id)?;
+    check_id("prompt_id", &params.prompt_id)?;
+    if !PROMPT_TYPES.contains(&params.prompt_type.as_str()) {
+        return Err(ErrorObject::invalid_params(
+            "prompt_type",
+            format!("prompt_type must be one of {}", PROMPT_TYPES.join(", ")),
+        ));
+    }
+    check_len("prompt_text", &params.prompt_text, MAX_PROMPT_CHARS)?;
+    for (field, value) in [
+        ("agent_id", &params.agent_id),
+        ("tool_id", &params.tool_id),
+        ("idempotency_key", &params.idempotency_key),
+    ] {
+        if let Some(value) = value {
+            check_id(field, value)?;
+            check_len(field, value, MAX_ID_CHARS)?;
+        }
+    }
+    for (field, value) in [
+        ("repo", &params.repo),
+        ("branch", &params.branch),
+        ("ci_status", &params.ci_status),
+    ] {
+        if let Some(value) = value {
+            check_len(field, value, MAX_VALUE_CHARS)?;
+        }
+    }
+    for (index, tag) in params.session_tags.iter().flatten().enumerate() {
+        check_len(&format!("session_tags[{index}]"), tag, MAX_ID_CHARS)?;
+    }
+    Ok(())
+}
+
+pub(super) async fn evaluate(
+    ctx: &RequestContext<'_>,
+    params: EvaluateParams,
+) -> Result<EvaluateResult, ErrorObject> {
+    validate_event(&params)?;
+    ctx.daemon
+        .stores()
+        .decisions
+        .evaluate(ctx.daemon, params)
+        .await
 }
 
 pub(super) async fn record(

@@ -4,6 +4,7 @@
 mod daemon;
 mod decision;
 mod features;
+mod policy;
 mod trace;
 
 use std::sync::Arc;
@@ -140,9 +141,10 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::TRACE_SUBSCRIBE
         | m::AUDIT_HEAD
         | m::AUDIT_READ
-        | m::AUDIT_VERIFY => Role::Viewer,
-        m::DECISION_RECORD => Role::Operator,
-        m::TRACE_REPAIR => Role::Admin,
+        | m::AUDIT_VERIFY
+        | m::POLICY_STATUS => Role::Viewer,
+        m::DECISION_RECORD | m::DECISION_EVALUATE => Role::Operator,
+        m::TRACE_REPAIR | m::POLICY_RELOAD => Role::Admin,
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
@@ -194,6 +196,18 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
         m::FEATURES_LIST => Handled::reply(no_params(params).map(|()| features::list(daemon))),
         m::DECISION_RECORD => match decode_params(params) {
             Ok(p) => Handled::reply(decision::record(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::DECISION_EVALUATE => match decode_params(params) {
+            Ok(p) => Handled::reply(decision::evaluate(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_STATUS => match no_params(params) {
+            Ok(()) => Handled::reply(policy::status(daemon)),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_RELOAD => match decode_params(params) {
+            Ok(p) => Handled::reply(policy::reload(ctx, p).await),
             Err(e) => Handled::error(e),
         },
         m::TRACE_HEAD | m::AUDIT_HEAD => match no_params(params) {

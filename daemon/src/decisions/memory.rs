@@ -1,0 +1,285 @@
+//! What past decisions constrain: answers to idempotency keys (a repeat gets the first answer and
+//! appends nothing) and the auto-replies each session has had per rule (`max_auto_replies`).
+//!
+//! Both are rebuilt from the trace at start, so they survive a restart. Answers are kept for the
+//! last [`REMEMBERED_ANSWERS`] keys: an agent repeats a request within seconds, not after a
+//! hundred thousand other decisions, and the daemon's memory must not grow with the trace.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use atlasbridge_protocol::methods::EvaluateResult;
+use atlasbridge_protocol::trace::ChainKind;
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Idempotency answers kept.
+pub const REMEMBERED_ANSWERS: usize = 100_000;
+
+type Key = (String, String);
+type Answer = Arc<EvaluateResult>;
+
+#[derive(Debug)]
+enum Slot {
+    Done(Answer),
+    /// Being decided; waiters see `Some` when it is done, `None` if it failed.
+    Pending(watch::Receiver<Option<Answer>>),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    answers: HashMap<Key, Slot>,
+    order: VecDeque<Key>,
+    auto_replies: HashMap<Key, u32>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct Memory {
+    inner: Mutex<Inner>,
+}
+
+/// The outcome of claiming a key.
+#[derive(Debug)]
+pub enum Claim {
+    /// Answered before.
+    Answered(Answer),
+    /// Another request with this key is being decided: wait for it.
+    Wait(watch::Receiver<Option<Answer>>),
+    /// This request decides; the ticket records the answer (or frees the key when dropped).
+    Mine(Ticket),
+}
+
+/// The right to answer one key.
+#[derive(Debug)]
+pub struct Ticket {
+    key: Key,
+    sender: watch::Sender<Option<Answer>>,
+    done: bool,
+}
+
+impl Memory {
+    /// Rebuilds from the trace in `dir`. Blocking: it reads the whole trace once.
+    pub fn rebuild(dir: &Path) -> std::io::Result<Self> {
+        let memory = Self::default();
+        let mut from_seq = 0;
+        loop {
+            let page =
+                crate::trace::read_entries(dir, ChainKind::Trace, from_seq, 10_000, 64 << 20)?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            from_seq = last.seq + 1;
+            let mut inner = memory.lock();
+            for stored in &page {
+                if let Ok(Value::Object(entry)) = serde_json::from_str::<Value>(&stored.line) {
+                    inner.remember_entry(&entry);
+                }
+            }
+        }
+        Ok(memory)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `(session, key)`.
+    pub fn claim(&self, session: &str, key: &str) -> Claim {
+        let key = (session.to_owned(), key.to_owned());
+        let mut inner = self.lock();
+        match inner.answers.get(&key) {
+            Some(Slot::Done(answer)) => return Claim::Answered(Arc::clone(answer)),
+            Some(Slot::Pending(receiver)) => return Claim::Wait(receiver.clone()),
+            None => {}
+        }
+        let (sender, receiver) = watch::channel(None);
+        inner.insert(key.clone(), Slot::Pending(receiver));
+        Claim::Mine(Ticket {
+            key,
+            sender,
+            done: false,
+        })
+    }
+
+    /// Records the answer of a ticket.
+    pub fn answer(&self, mut ticket: Ticket, answer: Answer) {
+        self.lock()
+            .answers
+            .insert(ticket.key.clone(), Slot::Done(Arc::clone(&answer)));
+        ticket.sender.send_replace(Some(answer));
+        ticket.done = true;
+        drop(ticket);
+    }
+
+    /// Frees a ticket's key (its request failed): the next request with it decides afresh.
+    pub fn release(&self, ticket: Ticket) {
+        let mut inner = self.lock();
+        if matches!(inner.answers.get(&ticket.key), Some(Slot::Pending(_))) {
+            inner.answers.remove(&ticket.key);
+        }
+        drop(inner);
+        drop(ticket);
+    }
+
+    /// Auto-replies `rule` has given in `session`.
+    pub fn auto_replies(&self, session: &str, rule: &str) -> u32 {
+        self.lock()
+            .auto_replies
+            .get(&(session.to_owned(), rule.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts one more auto-reply of `rule` in `session`.
+    pub fn count_auto_reply(&self, session: &str, rule: &str) {
+        *self
+            .lock()
+            .auto_replies
+            .entry((session.to_owned(), rule.to_owned()))
+            .or_default() += 1;
+    }
+}
+
+impl Inner {
+    fn insert(&mut self, key: Key, slot: Slot) {
+        if self.answers.insert(key.clone(), slot).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > REMEMBERED_ANSWERS {
+            if let Some(old) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+    }
+
+    /// One stored entry: its auto-reply, and its answer if `decision.evaluate` wrote it (those
+    /// carry a policy hash; recorded decisions do not).
+    fn remember_entry(&mut self, entry: &serde_json::Map<String, Value>) {
+        let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or("");
+        let session = text("session_id");
+        let rule = text("matched_rule");
+        if text("action_taken") == "auto_reply" && !rule.is_empty() {
+            *self
+                .auto_replies
+                .entry((session.to_owned(), rule.to_owned()))
+                .or_default() += 1;
+        }
+        let key = text("idempotency_key");
+        if key.is_empty() || text("policy_hash").is_empty() {
+            return;
+        }
+        let answer = answer_of(entry);
+        let key = (session.to_owned(), key.to_owned());
+        // The first answer stands.
+        if !self.answers.contains_key(&key) {
+            self.insert(key, Slot::Done(Arc::new(answer)));
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            // Waiters see `None` and retry.
+            self.sender.send_replace(None);
+        }
+    }
+}
+
+/// The answer a stored entry gave.
+fn answer_of(entry: &serde_json::Map<String, Value>) -> EvaluateResult {
+    let text = |key: &str| {
+        entry
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let action = text("action_taken");
+    let policy_action = text("policy_action");
+    let seq = entry.get("seq").and_then(Value::as_u64);
+    EvaluateResult {
+        suggested_action: (action != policy_action).then(|| policy_action.clone()),
+        action,
+        reply_value: text("reply_value"),
+        matched_rule: text("matched_rule"),
+        policy_action,
+        autonomy_mode: text("autonomy_mode"),
+        risk_level: text("risk_level"),
+        risk_reasons: entry
+            .get("risk_reasons")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        policy_hash: text("policy_hash"),
+        entry_id: Some(text("entry_id")),
+        seq,
+        entry_hash: Some(text("entry_hash")),
+        explanation: format!(
+            "the answer recorded at seq {} for this idempotency key",
+            seq.unwrap_or_default()
+        ),
+        repeated: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(action: &str) -> Answer {
+        Arc::new(EvaluateResult {
+            action: action.to_owned(),
+            reply_value: String::new(),
+            suggested_action: None,
+            matched_rule: String::new(),
+            policy_action: action.to_owned(),
+            autonomy_mode: "full".to_owned(),
+            risk_level: String::new(),
+            risk_reasons: Vec::new(),
+            policy_hash: "h".to_owned(),
+            entry_id: None,
+            seq: Some(1),
+            entry_hash: None,
+            explanation: String::new(),
+            repeated: false,
+        })
+    }
+
+    #[test]
+    fn the_first_answer_stands_and_a_failed_claim_frees_the_key() {
+        let memory = Memory::default();
+        let Claim::Mine(ticket) = memory.claim("s", "k") else {
+            panic!("first claim decides")
+        };
+        let Claim::Wait(mut waiting) = memory.claim("s", "k") else {
+            panic!("a concurrent repeat waits")
+        };
+        memory.release(ticket);
+        assert!(waiting.borrow_and_update().is_none());
+        let Claim::Mine(ticket) = memory.claim("s", "k") else {
+            panic!("freed")
+        };
+        memory.answer(ticket, answer("deny"));
+        let Claim::Answered(first) = memory.claim("s", "k") else {
+            panic!("answered")
+        };
+        assert_eq!(first.action, "deny");
+        assert!(matches!(memory.claim("other-session", "k"), Claim::Mine(_)));
+    }
+
+    #[test]
+    fn auto_replies_count_per_session_and_rule() {
+        let memory = Memory::default();
+        memory.count_auto_reply("s", "r");
+        memory.count_auto_reply("s", "r");
+        assert_eq!(memory.auto_replies("s", "r"), 2);
+        assert_eq!(memory.auto_replies("s", "other"), 0);
+    }
+}

@@ -1,0 +1,296 @@
+//! The decision service behind `decision.evaluate`: choose the policy, evaluate, apply the caps,
+//! the autonomy mode and the risk threshold, classify, append to the trace, and answer only once
+//! the entry is durable. It fails closed: no policy is -32001, a failed append -32004.
+
+pub mod memory;
+pub mod policy;
+
+use std::sync::Arc;
+
+use atlasbridge_protocol::confidence::Confidence;
+use atlasbridge_protocol::features::Feature;
+use atlasbridge_protocol::methods::{EvaluateParams, EvaluateResult};
+use atlasbridge_protocol::policy::evaluate::{Event, default_idempotency_key};
+use atlasbridge_protocol::policy::{Action, AutonomyMode};
+use atlasbridge_protocol::risk::{RiskInput, classify};
+use atlasbridge_protocol::trace::TRACE_VERSION;
+use atlasbridge_protocol::{ErrorCode, ErrorObject};
+use serde_json::{Map, Value, json};
+
+use self::memory::{Claim, Memory};
+use self::policy::{ActivePolicy, PolicyState};
+use crate::ipc::handlers::append_error;
+use crate::state::Daemon;
+
+/// The policy state and what past decisions constrain.
+#[derive(Debug, Default)]
+pub struct DecisionService {
+    /// The active policy.
+    pub policy: PolicyState,
+    /// Idempotency answers and auto-reply counts.
+    pub memory: Memory,
+}
+
+/// What the agent is told, and why, before the trace entry exists.
+struct Outcome {
+    told: Action,
+    policy_action: String,
+    matched_rule: String,
+    suggested: Option<String>,
+    explanation: String,
+    risk_level: String,
+    risk_reasons: Vec<String>,
+}
+
+impl DecisionService {
+    /// A service whose memory is rebuilt from the trace in `trace_dir`.
+    pub fn open(trace_dir: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self {
+            policy: PolicyState::default(),
+            memory: Memory::rebuild(trace_dir)?,
+        })
+    }
+
+    /// Decides one event, durably; a repeat of an idempotency key gets the first answer.
+    pub async fn evaluate(
+        &self,
+        daemon: &Daemon,
+        params: EvaluateParams,
+    ) -> Result<EvaluateResult, ErrorObject> {
+        let Some(policy) = self.policy.active() else {
+            return Err(ErrorObject::new(
+                ErrorCode::NoActivePolicy,
+                "no active policy: the configured policy did not load (see policy.status); \
+                 treat as deny",
+            ));
+        };
+        let key = params.idempotency_key.clone().unwrap_or_else(|| {
+            default_idempotency_key(policy.short_hash(), &params.prompt_id, &params.session_id)
+        });
+        loop {
+            match self.memory.claim(&params.session_id, &key) {
+                Claim::Answered(answer) => {
+                    let mut repeated = (*answer).clone();
+                    repeated.repeated = true;
+                    return Ok(repeated);
+                }
+                Claim::Wait(mut pending) => {
+                    // Whatever the first request's fate, look again: an answer, or a free key.
+                    let _ = pending.wait_for(Option::is_some).await;
+                }
+                Claim::Mine(ticket) => {
+                    return match self.decide(daemon, &policy, &params, &key).await {
+                        Ok(result) => {
+                            self.memory.answer(ticket, Arc::new(result.clone()));
+                            Ok(result)
+                        }
+                        Err(error) => {
+                            self.memory.release(ticket);
+                            Err(error)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    async fn decide(
+        &self,
+        daemon: &Daemon,
+        policy: &ActivePolicy,
+        params: &EvaluateParams,
+        key: &str,
+    ) -> Result<EvaluateResult, ErrorObject> {
+        let settings = daemon.settings();
+        let outcome = self.outcome(daemon, policy, params);
+        let mode = policy.evaluator.policy().autonomy_mode.as_str();
+        let reply_value = outcome.told.reply_value().to_owned();
+        let told = outcome.told.type_name();
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let confidence = Confidence::normalise(&params.confidence).name();
+        let (entry_id, seq, entry_hash) = if settings.features.is_enabled(Feature::DecisionTraceV2)
+        {
+            let body = json!({
+                "trace_version": TRACE_VERSION,
+                "session_id": params.session_id,
+                "agent_id": text(&params.agent_id),
+                "prompt_id": params.prompt_id,
+                "prompt_type": params.prompt_type,
+                "policy_name": policy.evaluator.policy().name,
+                "policy_version": policy.evaluator.policy().policy_version.as_str(),
+                "policy_hash": policy.hash,
+                "matched_rule": outcome.matched_rule,
+                "autonomy_mode": mode,
+                "policy_action": outcome.policy_action,
+                "action_taken": told,
+                "reply_value": reply_value,
+                "confidence": confidence,
+                "risk_level": outcome.risk_level,
+                "risk_reasons": outcome.risk_reasons,
+                "escalation_status": "",
+                "human_actor": "",
+                "ci_status_snapshot": text(&params.ci_status),
+                "branch": text(&params.branch),
+                "idempotency_key": key,
+                "replay_safe": outcome.told.type_name() != "auto_reply",
+            });
+            let receipt = daemon
+                .stores()
+                .trace
+                .append(into_map(body))
+                .await
+                .map_err(append_error)?;
+            (
+                Some(receipt.entry_id),
+                Some(receipt.seq),
+                Some(receipt.entry_hash),
+            )
+        } else {
+            let record = json!({
+                "timestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
+                "idempotency_key": key,
+                "prompt_id": params.prompt_id,
+                "session_id": params.session_id,
+                "policy_hash": policy.hash,
+                "matched_rule_id": if outcome.matched_rule.is_empty() { Value::Null } else { Value::String(outcome.matched_rule.clone()) },
+                "action_type": told,
+                "action_value": reply_value,
+                "confidence": confidence,
+                "prompt_type": params.prompt_type,
+                "autonomy_mode": mode,
+                "explanation": outcome.explanation,
+            });
+            daemon
+                .stores()
+                .v1
+                .append(into_map(record))
+                .await
+                .map_err(append_error)?;
+            (None, None, None)
+        };
+        if told == "auto_reply" && !outcome.matched_rule.is_empty() {
+            self.memory
+                .count_auto_reply(&params.session_id, &outcome.matched_rule);
+        }
+        Ok(EvaluateResult {
+            action: told.to_owned(),
+            reply_value,
+            suggested_action: outcome.suggested,
+            matched_rule: outcome.matched_rule,
+            policy_action: outcome.policy_action,
+            autonomy_mode: mode.to_owned(),
+            risk_level: outcome.risk_level,
+            risk_reasons: outcome.risk_reasons,
+            policy_hash: policy.hash.clone(),
+            entry_id,
+            seq,
+            entry_hash,
+            explanation: outcome.explanation,
+            repeated: false,
+        })
+    }
+
+    /// The policy's decision, then what shapes the answer, in order: `max_auto_replies`, the
+    /// autonomy mode, the risk threshold.
+    fn outcome(&self, daemon: &Daemon, policy: &ActivePolicy, params: &EvaluateParams) -> Outcome {
+        let settings = daemon.settings();
+        let rules = policy.evaluator.policy();
+        let tags = params.session_tags.clone().unwrap_or_default();
+        let event = Event {
+            prompt_text: &params.prompt_text,
+            prompt_type: &params.prompt_type,
+            confidence: Confidence::normalise(&params.confidence),
+            tool_id: params.tool_id.as_deref().unwrap_or("*"),
+            repo: params.repo.as_deref().unwrap_or(""),
+            session_tag: tags.first().map_or("", String::as_str),
+        };
+        let ask = Action::RequireHuman { message: None };
+        let (policy_action, matched_rule, mut told, mut explanation) =
+            if rules.autonomy_mode == AutonomyMode::Off {
+                (
+                    ask.clone(),
+                    String::new(),
+                    ask.clone(),
+                    "autonomy mode off: not evaluated, a person decides".to_owned(),
+                )
+            } else {
+                let decision = policy.evaluator.evaluate(&event);
+                let explanation = match decision.rule {
+                    Some(rule) => rule
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| format!("rule {} matched", rule.id)),
+                    None if event.confidence == Confidence::Low => {
+                        "no rule matched; low confidence: defaults.low_confidence".to_owned()
+                    }
+                    None => "no rule matched: defaults.no_match".to_owned(),
+                };
+                let action = decision.action.clone();
+                let mut told = action.clone();
+                let mut why = explanation;
+                if let Some(rule) = decision.rule
+                    && let Some(cap) = rule.max_auto_replies
+                    && matches!(action, Action::AutoReply { .. })
+                    && self.memory.auto_replies(&params.session_id, &rule.id) >= cap
+                {
+                    told = ask.clone();
+                    why = format!(
+                        "rule {} reached max_auto_replies ({cap}) in this session",
+                        rule.id
+                    );
+                }
+                if rules.autonomy_mode == AutonomyMode::Assist
+                    && !matches!(told, Action::RequireHuman { .. })
+                {
+                    told = ask.clone();
+                    why = format!(
+                        "assist mode: a person decides; the policy suggests {}",
+                        action.type_name()
+                    );
+                }
+                (action, decision.matched_rule().to_owned(), told, why)
+            };
+        let (risk_level, risk_reasons) = if settings.features.is_enabled(Feature::RiskClassifier) {
+            let risk = classify(&RiskInput {
+                action: policy_action.type_name(),
+                prompt_type: &params.prompt_type,
+                confidence: event.confidence,
+                prompt_text: &params.prompt_text,
+                branch: params.branch.as_deref().unwrap_or(""),
+                ci_status: params.ci_status.as_deref().unwrap_or(""),
+                session_tags: &tags,
+            });
+            if let Some(threshold) = settings.config.risk.require_human_at
+                && risk.level >= threshold
+                && matches!(told, Action::AutoReply { .. })
+            {
+                told = ask;
+                explanation = format!(
+                    "risk {} is at or above risk.require_human_at ({threshold}): a person decides",
+                    risk.level
+                );
+            }
+            (risk.level.name().to_owned(), risk.reasons)
+        } else {
+            (String::new(), Vec::new())
+        };
+        let suggested = (told.type_name() != policy_action.type_name())
+            .then(|| policy_action.type_name().to_owned());
+        Outcome {
+            policy_action: policy_action.type_name().to_owned(),
+            told,
+            matched_rule,
+            suggested,
+            explanation,
+            risk_level,
+            risk_reasons,
+        }
+    }
+}
+
+fn into_map(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
