@@ -6,6 +6,7 @@
 //! scripts never have to parse human text.
 
 mod daemon;
+mod decide;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
 mod local;
@@ -14,6 +15,7 @@ mod output;
 mod policy;
 mod risk;
 mod trace;
+pub use decide::DecideArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
@@ -77,6 +79,9 @@ pub enum Command {
     /// The risk classifier: assess a decision's inputs locally.
     #[command(subcommand)]
     Risk(RiskCommand),
+    /// Ask the daemon to decide one prompt event; the exit status is the answer: 0 auto_reply,
+    /// 10 require_human, 11 deny, 12 notify_only.
+    Decide(DecideArgs),
     /// Policy files: validate, test an event, hash, diff.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -145,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Trace(command) => trace::run_trace(&ctx, command),
         Command::Audit(command) => trace::run_audit(&ctx, command),
         Command::Risk(command) => risk::run(&ctx, command),
+        Command::Decide(args) => decide::run(&ctx, args),
         Command::Policy(command) => policy::run(&ctx, command),
     };
     match result {

@@ -1,5 +1,6 @@
-//! `policy …`: the policy language's commands for people and scripts. They read the files
-//! themselves — no daemon needed — with the same loader and evaluator the daemon runs.
+//! `policy …`: the policy language's commands for people and scripts. `validate`, `test`,
+//! `hash` and `diff` read the files themselves — no daemon needed — with the same loader and
+//! evaluator the daemon runs; `status` and `reload` ask the daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,12 +8,14 @@ use std::process::ExitCode;
 use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::hash::sha256_hex;
+use atlasbridge_protocol::methods::{self as m, PolicyReloadParams, PolicyStatus};
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
 use atlasbridge_protocol::policy::{self, Action, AutonomyMode, LoadedPolicy, PolicyError};
 use atlasbridge_protocol::risk::PROMPT_TYPES;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use super::output::print_fields;
 use super::{CliError, Context, EXIT_FAILURE, EXIT_UNAVAILABLE, local};
 
 /// The policy language.
@@ -79,6 +82,15 @@ pub enum PolicyCommand {
         #[arg(value_name = "B")]
         b: PathBuf,
     },
+    /// The daemon's active policy: name, hash, source, and the errors of a failed reload.
+    Status,
+    /// Makes the daemon read its policy file again (or FILE). A policy that does not load never
+    /// replaces the active one: its errors are printed and the command exits 1.
+    Reload {
+        /// Load this file instead of the configured one.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, CliError> {
@@ -117,6 +129,60 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
         PolicyCommand::Diff { a, b } => {
             local::require(ctx, Feature::PolicyLifecycle)?;
             Ok(diff(ctx, a, b))
+        }
+        PolicyCommand::Status => {
+            let status: PolicyStatus = ctx.connect()?.call(m::POLICY_STATUS, None::<()>)?;
+            print_status(ctx, &status);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Reload { file } => {
+            // The daemon resolves a relative path against its own working directory.
+            let path = file
+                .as_ref()
+                .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+                .map(|f| f.display().to_string());
+            let status: PolicyStatus = ctx
+                .connect()?
+                .call(m::POLICY_RELOAD, Some(PolicyReloadParams { path }))?;
+            print_status(ctx, &status);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_status(ctx: &Context, status: &PolicyStatus) {
+    if ctx.out.is_json() {
+        ctx.out.json(status);
+        return;
+    }
+    print_fields(&[
+        (
+            "policy",
+            format!("{} (policy_version {})", status.name, status.policy_version),
+        ),
+        ("hash", status.policy_hash.clone()),
+        ("autonomy", status.autonomy_mode.clone()),
+        ("rules", status.rules.to_string()),
+        (
+            "source",
+            status
+                .source
+                .clone()
+                .unwrap_or_else(|| "built-in safe-default".to_owned()),
+        ),
+        ("loaded", status.loaded_at.clone()),
+    ]);
+    if let Some(errors) = &status.last_error {
+        println!("the last reload failed; the policy above stays active:");
+        for error in errors {
+            println!(
+                "  {}:{}:{}: {}: {}",
+                error["file"].as_str().unwrap_or(""),
+                error["line"],
+                error["column"],
+                error["path"].as_str().unwrap_or(""),
+                error["message"].as_str().unwrap_or("")
+            );
         }
     }
 }

@@ -301,3 +301,107 @@ fn two_hundred_concurrent_agents_each_get_exactly_one_entry() {
     assert_eq!(seen.len(), 600);
     assert_eq!(conn.ok("trace.verify", json!({}))["valid"], true);
 }
+
+#[test]
+fn decide_answers_with_its_exit_status() {
+    let daemon = with_policy(FULL, "");
+    let yes = daemon.cli(&[
+        "decide",
+        "--session",
+        "sh",
+        "--prompt",
+        "Continue? [y/n]",
+        "--type",
+        "yes_no",
+        "--confidence",
+        "high",
+    ]);
+    yes.assert_code(0);
+    assert!(
+        yes.stdout
+            .starts_with("auto_reply \"y\" (rule yes, risk low)"),
+        "{}",
+        yes.stdout
+    );
+    let deny = daemon.cli(&[
+        "decide",
+        "--session",
+        "sh",
+        "--prompt",
+        "delete it? [y/n]",
+        "--json",
+    ]);
+    deny.assert_code(11);
+    assert_eq!(deny.json()["matched_rule"], "deny-delete");
+    let ask = daemon.cli(&[
+        "decide",
+        "--session",
+        "sh",
+        "--prompt",
+        "Name?",
+        "--type",
+        "free_text",
+    ]);
+    ask.assert_code(10);
+    daemon
+        .cli(&[
+            "decide",
+            "--session",
+            "sh",
+            "--prompt",
+            "x",
+            "--type",
+            "yesno",
+        ])
+        .assert_code(1);
+    // Each call without --prompt-id is a new decision; with the same key it is the same one.
+    let first = daemon.cli(&[
+        "decide",
+        "--session",
+        "k",
+        "--prompt",
+        "Continue? [y/n]",
+        "--idempotency-key",
+        "one",
+        "--json",
+    ]);
+    let again = daemon.cli(&[
+        "decide",
+        "--session",
+        "k",
+        "--prompt",
+        "Continue? [y/n]",
+        "--idempotency-key",
+        "one",
+        "--json",
+    ]);
+    assert_eq!(first.json()["seq"], again.json()["seq"]);
+}
+
+#[test]
+fn policy_status_and_reload_from_the_cli() {
+    let daemon = with_policy(FULL, "");
+    let status = daemon.cli(&["policy", "status", "--json"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["name"], "e2e-full");
+    let other = daemon.sandbox.path("other.yaml");
+    std::fs::write(&other, FULL.replace("e2e-full", "other")).unwrap();
+    let reloaded = daemon.cli(&["policy", "reload", other.to_str().unwrap()]);
+    reloaded.assert_code(0);
+    assert!(reloaded.stdout.contains("other"), "{}", reloaded.stdout);
+    std::fs::write(&other, "policy_version: 1\n").unwrap();
+    let refused = daemon.cli(&["policy", "reload", other.to_str().unwrap()]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("must be a string"),
+        "{}",
+        refused.stderr
+    );
+    let still = daemon.cli(&["policy", "status"]);
+    still.assert_code(0);
+    assert!(
+        still.stdout.contains("the last reload failed"),
+        "{}",
+        still.stdout
+    );
+}
