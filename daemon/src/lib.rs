@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decisions;
+pub mod files;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logging;

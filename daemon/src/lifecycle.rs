@@ -71,7 +71,7 @@ pub fn open_stores(
     trace::log_findings(ChainKind::Trace, &findings.trace);
     trace::log_findings(ChainKind::Audit, &findings.audit);
     // The decision service remembers idempotency answers and auto-reply counts from the trace.
-    let decisions = crate::decisions::DecisionService::open(&trace::trace_dir(data_dir))?;
+    let decisions = crate::decisions::DecisionService::open(data_dir, &trace::trace_dir(data_dir))?;
     let stores = Stores {
         decisions,
         trace: Arc::new(trace_chain),
@@ -337,6 +337,10 @@ pub async fn load_policy(
     match outcome {
         Ok(active) => {
             info!(policy = %shown, hash = %active.hash, "policy active");
+            // Every version that was ever active can be pinned later.
+            if let Err(e) = daemon.stores().decisions.pins.keep(&active) {
+                warn!(error = %e, "cannot store the policy version");
+            }
             let _ = daemon
                 .audit()
                 .record(

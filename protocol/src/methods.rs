@@ -27,6 +27,14 @@ pub const DECISION_EVALUATE: &str = "decision.evaluate";
 pub const POLICY_STATUS: &str = "policy.status";
 /// `policy.reload`: load the policy file again (or another one).
 pub const POLICY_RELOAD: &str = "policy.reload";
+/// `policy.pin`: lock an agent or a session to one policy version.
+pub const POLICY_PIN: &str = "policy.pin";
+/// `policy.unpin`: remove a pin.
+pub const POLICY_UNPIN: &str = "policy.unpin";
+/// `policy.pins`: every pin.
+pub const POLICY_PINS: &str = "policy.pins";
+/// `policy.versions`: the stored policy versions.
+pub const POLICY_VERSIONS: &str = "policy.versions";
 /// `trace.head`: the decision trace's head.
 pub const TRACE_HEAD: &str = "trace.head";
 /// `trace.read`: stored entries from a seq.
@@ -152,6 +160,10 @@ pub struct DaemonStatus {
     pub checkpoint: Option<CheckpointStatus>,
     /// The cloud link.
     pub cloud: CloudSummary,
+    /// Live sessions (`session.start` without its `session.end`). Defaults to 0 so that a client
+    /// still reads the status of a daemon that predates sessions.
+    #[serde(default)]
+    pub sessions: u64,
 }
 
 /// One chain's state in `daemon.status`.
@@ -431,6 +443,9 @@ pub struct EvaluateParams {
     /// nothing; without one, a key derived from the policy, the prompt and the session is used.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The policy the agent expects; a session pinned to another one gets -32002.
+    #[serde(default)]
+    pub policy_hash: Option<String>,
 }
 
 /// Result of `decision.evaluate`, sent only once the trace entry is durable.
@@ -497,4 +512,187 @@ pub struct PolicyReloadParams {
     /// Load this file instead of the configured one (it stays active until the next reload).
     #[serde(default)]
     pub path: Option<String>,
+}
+
+/// `autopilot.status`: the kill switch's state.
+pub const AUTOPILOT_STATUS: &str = "autopilot.status";
+/// `autopilot.pause`: every answer is `require_human` until `autopilot.resume`.
+pub const AUTOPILOT_PAUSE: &str = "autopilot.pause";
+/// `autopilot.resume`: the policy answers again.
+pub const AUTOPILOT_RESUME: &str = "autopilot.resume";
+/// `autopilot.stop`: every answer is `require_human` until the daemon restarts.
+pub const AUTOPILOT_STOP: &str = "autopilot.stop";
+/// `session.start`: register an agent session; its events inherit the fields given.
+pub const SESSION_START: &str = "session.start";
+/// `session.end`: forget a session.
+pub const SESSION_END: &str = "session.end";
+/// `session.list`: the live sessions.
+pub const SESSION_LIST: &str = "session.list";
+/// `session.show`: one live session.
+pub const SESSION_SHOW: &str = "session.show";
+
+/// Result of `autopilot.status`, `autopilot.pause`, `autopilot.resume` and `autopilot.stop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutopilotStatus {
+    /// `running`, `paused` or `stopped`. A string, not an enum, so that a client still reads a
+    /// state added later.
+    pub state: String,
+    /// When this state began (RFC 3339); the daemon's start for the first `running`.
+    pub since: String,
+    /// Who caused the last transition; absent while the autopilot has never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
+}
+
+/// Params of `session.start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SessionStartParams {
+    /// The agent session.
+    pub session_id: String,
+    /// The agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The tool (`tool_id` criteria).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_id: Option<String>,
+    /// The repository or working directory (`repo` criteria).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// `passing`, `failing` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_status: Option<String>,
+    /// Session tags; the first is the one `session_tag` criteria see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tags: Option<Vec<String>>,
+}
+
+/// A live session, as `session.start`, `session.end`, `session.list` and `session.show` return
+/// it. A field the session was not given is `null` (`[]` for the tags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The agent session.
+    pub session_id: String,
+    /// The agent.
+    pub agent_id: Option<String>,
+    /// The tool.
+    pub tool_id: Option<String>,
+    /// The repository or working directory.
+    pub repo: Option<String>,
+    /// The branch.
+    pub branch: Option<String>,
+    /// The CI status.
+    pub ci_status: Option<String>,
+    /// Session tags.
+    #[serde(default)]
+    pub session_tags: Vec<String>,
+    /// When it was first started (RFC 3339); a re-start keeps it.
+    pub started_at: String,
+    /// `decision.evaluate` entries recorded for it since it started.
+    #[serde(default)]
+    pub decisions: u64,
+}
+
+/// Params of `session.end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionEndParams {
+    /// The session to forget.
+    pub session_id: String,
+}
+
+/// Params of `session.show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionShowParams {
+    /// The session wanted.
+    pub session_id: String,
+}
+
+/// Result of `session.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    /// The live sessions, oldest first.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// What a pin applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinScope {
+    /// Every session of one agent.
+    Agent,
+    /// One session.
+    Session,
+}
+
+/// Params of `policy.pin`: `policy_hash` (a version the daemon has stored) or `path` (a policy
+/// file the daemon loads and stores).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinParams {
+    /// Agent or session.
+    pub scope: PinScope,
+    /// The agent id or session id.
+    pub id: String,
+    /// A stored version.
+    #[serde(default)]
+    pub policy_hash: Option<String>,
+    /// A policy file (absolute).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// Params of `policy.unpin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpinParams {
+    /// Agent or session.
+    pub scope: PinScope,
+    /// The agent id or session id.
+    pub id: String,
+}
+
+/// One pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    /// Agent or session.
+    pub scope: PinScope,
+    /// The agent id or session id.
+    pub id: String,
+    /// The pinned version (`None` after an unpin).
+    pub policy_hash: Option<String>,
+    /// What it replaced.
+    #[serde(default)]
+    pub previous: Option<String>,
+}
+
+/// Result of `policy.pins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinList {
+    /// Every pin.
+    pub pins: Vec<Pin>,
+}
+
+/// A stored policy version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Its hash.
+    pub policy_hash: String,
+    /// Its name.
+    pub name: String,
+    /// `agent:<id>` / `session:<id>` pins that hold it.
+    pub pinned_by: Vec<String>,
+    /// Whether it is the active policy.
+    pub active: bool,
+}
+
+/// Result of `policy.versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionList {
+    /// Every stored version.
+    pub versions: Vec<PolicyVersion>,
 }

@@ -54,6 +54,9 @@ pub struct DecideArgs {
     /// A session tag (repeatable; the first is the one `session_tag` rules see).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// The policy hash you expect; a session pinned to another fails with a pin conflict.
+    #[arg(long)]
+    pub policy_hash: Option<String>,
 }
 
 pub(crate) fn run(ctx: &Context, args: &DecideArgs) -> Result<ExitCode, CliError> {
@@ -82,6 +85,7 @@ pub(crate) fn run(ctx: &Context, args: &DecideArgs) -> Result<ExitCode, CliError
         ci_status: args.ci_status.clone(),
         session_tags: (!args.tags.is_empty()).then(|| args.tags.clone()),
         idempotency_key: args.idempotency_key.clone(),
+        policy_hash: args.policy_hash.clone(),
     };
     let answer: EvaluateResult = ctx.connect()?.call(m::DECISION_EVALUATE, Some(params))?;
     if ctx.out.is_json() {

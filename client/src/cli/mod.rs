@@ -5,6 +5,7 @@
 //! `--json` prints one JSON document on stdout, also for errors (`{"error": {...}}`), so that
 //! scripts never have to parse human text.
 
+mod autopilot;
 mod daemon;
 mod decide;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
@@ -14,11 +15,14 @@ mod migrate;
 mod output;
 mod policy;
 mod risk;
+mod session;
 mod trace;
+pub use autopilot::AutopilotCommand;
 pub use decide::DecideArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
+pub use session::SessionCommand;
 pub use trace::{AuditCommand, CheckpointCommand, TraceCommand};
 
 use std::path::PathBuf;
@@ -85,6 +89,12 @@ pub enum Command {
     /// Policy files: validate, test an event, hash, diff.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The kill switch: pause, resume or stop automatic answers; status.
+    #[command(subcommand)]
+    Autopilot(AutopilotCommand),
+    /// Agent sessions: start (its events inherit its fields), end, list, show.
+    #[command(subcommand)]
+    Session(SessionCommand),
 }
 
 /// What a command needs from the global options.
@@ -152,6 +162,8 @@ pub fn main() -> ExitCode {
         Command::Risk(command) => risk::run(&ctx, command),
         Command::Decide(args) => decide::run(&ctx, args),
         Command::Policy(command) => policy::run(&ctx, command),
+        Command::Autopilot(command) => autopilot::run(&ctx, command),
+        Command::Session(command) => session::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

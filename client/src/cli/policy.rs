@@ -8,14 +8,17 @@ use std::process::ExitCode;
 use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::hash::sha256_hex;
-use atlasbridge_protocol::methods::{self as m, PolicyReloadParams, PolicyStatus};
+use atlasbridge_protocol::methods::{
+    self as m, Pin, PinList, PinParams, PinScope, PolicyReloadParams, PolicyStatus, UnpinParams,
+    VersionList,
+};
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
 use atlasbridge_protocol::policy::{self, Action, AutonomyMode, LoadedPolicy, PolicyError};
 use atlasbridge_protocol::risk::PROMPT_TYPES;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::output::print_fields;
+use super::output::{print_fields, print_table};
 use super::{CliError, Context, EXIT_FAILURE, EXIT_UNAVAILABLE, local};
 
 /// The policy language.
@@ -84,6 +87,34 @@ pub enum PolicyCommand {
     },
     /// The daemon's active policy: name, hash, source, and the errors of a failed reload.
     Status,
+    /// Locks an agent or a session to one policy version, whatever the active policy becomes.
+    /// Pins persist across restarts; a session pin beats an agent pin.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["agent", "session"])))]
+    Pin {
+        /// A policy file, or the full hash of a version the daemon has stored (`policy versions`).
+        #[arg(value_name = "FILE|HASH")]
+        policy: String,
+        /// Pin every session of this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Pin this session.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Removes the pin of an agent or a session.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["agent", "session"])))]
+    Unpin {
+        /// The agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The session.
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Every pin.
+    Pins,
+    /// The policy versions the daemon has stored, with their pins.
+    Versions,
     /// Makes the daemon read its policy file again (or FILE). A policy that does not load never
     /// replaces the active one: its errors are printed and the command exits 1.
     Reload {
@@ -130,6 +161,108 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
             local::require(ctx, Feature::PolicyLifecycle)?;
             Ok(diff(ctx, a, b))
         }
+        PolicyCommand::Pin {
+            policy,
+            agent,
+            session,
+        } => {
+            let (scope, id) = target(agent.as_ref(), session.as_ref());
+            let file = Path::new(policy);
+            let (policy_hash, path) = if file.is_file() {
+                let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+                (None, Some(absolute.display().to_string()))
+            } else {
+                (Some(policy.clone()), None)
+            };
+            let pin: Pin = ctx.connect()?.call(
+                m::POLICY_PIN,
+                Some(PinParams {
+                    scope,
+                    id,
+                    policy_hash,
+                    path,
+                }),
+            )?;
+            if ctx.out.is_json() {
+                ctx.out.json(&pin);
+            } else {
+                println!(
+                    "{} {} pinned to {}{}",
+                    scope_text(pin.scope),
+                    pin.id,
+                    pin.policy_hash.unwrap_or_default(),
+                    pin.previous
+                        .map(|p| format!(" (was {p})"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Unpin { agent, session } => {
+            let (scope, id) = target(agent.as_ref(), session.as_ref());
+            let pin: Pin = ctx
+                .connect()?
+                .call(m::POLICY_UNPIN, Some(UnpinParams { scope, id }))?;
+            if ctx.out.is_json() {
+                ctx.out.json(&pin);
+            } else if let Some(previous) = &pin.previous {
+                println!(
+                    "{} {} unpinned (was {previous})",
+                    scope_text(pin.scope),
+                    pin.id
+                );
+            } else {
+                println!("{} {} was not pinned", scope_text(pin.scope), pin.id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Pins => {
+            let list: PinList = ctx.connect()?.call(m::POLICY_PINS, None::<()>)?;
+            if ctx.out.is_json() {
+                ctx.out.json(&list);
+            } else if list.pins.is_empty() {
+                println!("no pins");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .pins
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            scope_text(p.scope).to_owned(),
+                            p.id.clone(),
+                            p.policy_hash.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["SCOPE", "ID", "POLICY HASH"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Versions => {
+            let list: VersionList = ctx.connect()?.call(m::POLICY_VERSIONS, None::<()>)?;
+            if ctx.out.is_json() {
+                ctx.out.json(&list);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.policy_hash.clone(),
+                            v.name.clone(),
+                            if v.active {
+                                "active".to_owned()
+                            } else {
+                                String::new()
+                            },
+                            v.pinned_by.join(", "),
+                        ]
+                    })
+                    .collect();
+                print_table(&["POLICY HASH", "NAME", "", "PINNED BY"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCommand::Status => {
             let status: PolicyStatus = ctx.connect()?.call(m::POLICY_STATUS, None::<()>)?;
             print_status(ctx, &status);
@@ -147,6 +280,21 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
             print_status(ctx, &status);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The pin target clap guarantees: exactly one of `--agent` and `--session`.
+fn target(agent: Option<&String>, session: Option<&String>) -> (PinScope, String) {
+    match (agent, session) {
+        (Some(agent), _) => (PinScope::Agent, agent.clone()),
+        (None, session) => (PinScope::Session, session.cloned().unwrap_or_default()),
+    }
+}
+
+fn scope_text(scope: PinScope) -> &'static str {
+    match scope {
+        PinScope::Agent => "agent",
+        PinScope::Session => "session",
     }
 }
 

@@ -2,8 +2,11 @@
 //! the autonomy mode and the risk threshold, classify, append to the trace, and answer only once
 //! the entry is durable. It fails closed: no policy is -32001, a failed append -32004.
 
+pub mod autopilot;
 pub mod memory;
+pub mod pins;
 pub mod policy;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -17,18 +20,27 @@ use atlasbridge_protocol::trace::TRACE_VERSION;
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
 use serde_json::{Map, Value, json};
 
+use self::autopilot::{Autopilot, State};
 use self::memory::{Claim, Memory};
+use self::pins::PinStore;
 use self::policy::{ActivePolicy, PolicyState};
+use self::sessions::Sessions;
 use crate::ipc::handlers::append_error;
 use crate::state::Daemon;
 
 /// The policy state and what past decisions constrain.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DecisionService {
     /// The active policy.
     pub policy: PolicyState,
     /// Idempotency answers and auto-reply counts.
     pub memory: Memory,
+    /// The kill switch.
+    pub autopilot: Autopilot,
+    /// Registered sessions, whose fields their events inherit.
+    pub sessions: Sessions,
+    /// Stored policy versions and the pins to them.
+    pub pins: PinStore,
 }
 
 /// What the agent is told, and why, before the trace entry exists.
@@ -43,27 +55,28 @@ struct Outcome {
 }
 
 impl DecisionService {
-    /// A service whose memory is rebuilt from the trace in `trace_dir`.
-    pub fn open(trace_dir: &std::path::Path) -> std::io::Result<Self> {
+    /// A service whose memory is rebuilt from the trace in `trace_dir` and whose pins are read
+    /// from `data_dir`.
+    pub fn open(data_dir: &std::path::Path, trace_dir: &std::path::Path) -> std::io::Result<Self> {
         Ok(Self {
+            pins: PinStore::open(data_dir).map_err(std::io::Error::other)?,
             policy: PolicyState::default(),
             memory: Memory::rebuild(trace_dir)?,
+            autopilot: Autopilot::default(),
+            sessions: Sessions::default(),
         })
     }
 
-    /// Decides one event, durably; a repeat of an idempotency key gets the first answer.
+    /// Decides one event, durably; a repeat of an idempotency key gets the first answer. An
+    /// event of a registered session inherits the session's fields it does not give itself.
     pub async fn evaluate(
         &self,
         daemon: &Daemon,
-        params: EvaluateParams,
+        mut params: EvaluateParams,
     ) -> Result<EvaluateResult, ErrorObject> {
-        let Some(policy) = self.policy.active() else {
-            return Err(ErrorObject::new(
-                ErrorCode::NoActivePolicy,
-                "no active policy: the configured policy did not load (see policy.status); \
-                 treat as deny",
-            ));
-        };
+        // Before anything reads the event: matching, risk and the entry all see the same fields.
+        self.sessions.inherit(&mut params);
+        let policy = self.choose_policy(daemon, &params)?;
         let key = params.idempotency_key.clone().unwrap_or_else(|| {
             default_idempotency_key(policy.short_hash(), &params.prompt_id, &params.session_id)
         });
@@ -92,6 +105,54 @@ impl DecisionService {
                 }
             }
         }
+    }
+
+    /// The session's pin, else the agent's, else the active policy. A client that names the
+    /// policy it expects and is pinned to another gets -32002.
+    fn choose_policy(
+        &self,
+        daemon: &Daemon,
+        params: &EvaluateParams,
+    ) -> Result<Arc<ActivePolicy>, ErrorObject> {
+        let pinning = daemon
+            .settings()
+            .features
+            .is_enabled(Feature::PolicyPinning);
+        let pinned = pinning
+            .then(|| {
+                self.pins
+                    .pinned(&params.session_id, params.agent_id.as_deref())
+            })
+            .flatten();
+        if let Some((scope, hash)) = &pinned
+            && let Some(expected) = &params.policy_hash
+            && expected != hash
+        {
+            return Err(ErrorObject::new(
+                ErrorCode::PinConflict,
+                format!(
+                    "pin conflict: this {} is pinned to policy {hash}, not {expected}",
+                    pins::scope_name(*scope)
+                ),
+            )
+            .with_data(json!({ "pinned": hash, "requested": expected })));
+        }
+        if let Some((_, hash)) = pinned {
+            // A pinned version that cannot be read fails closed, never falls back to another.
+            return self.pins.version(&hash).map_err(|e| {
+                ErrorObject::new(
+                    ErrorCode::NoActivePolicy,
+                    format!("the pinned policy is unavailable: {e}"),
+                )
+            });
+        }
+        self.policy.active().ok_or_else(|| {
+            ErrorObject::new(
+                ErrorCode::NoActivePolicy,
+                "no active policy: the configured policy did not load (see policy.status); \
+                 treat as deny",
+            )
+        })
     }
 
     async fn decide(
@@ -172,6 +233,7 @@ impl DecisionService {
             self.memory
                 .count_auto_reply(&params.session_id, &outcome.matched_rule);
         }
+        self.sessions.count_decision(&params.session_id);
         Ok(EvaluateResult {
             action: told.to_owned(),
             reply_value,
@@ -191,7 +253,7 @@ impl DecisionService {
     }
 
     /// The policy's decision, then what shapes the answer, in order: `max_auto_replies`, the
-    /// autonomy mode, the risk threshold.
+    /// autonomy mode, the risk threshold, the kill switch.
     fn outcome(&self, daemon: &Daemon, policy: &ActivePolicy, params: &EvaluateParams) -> Outcome {
         let settings = daemon.settings();
         let rules = policy.evaluator.policy();
@@ -274,6 +336,21 @@ impl DecisionService {
         } else {
             (String::new(), Vec::new())
         };
+        // Last, so that its explanation wins: while the autopilot is not running, the reason a
+        // person decides is the kill switch, whatever else would also have held the answer back.
+        // The policy's action is still evaluated and recorded as `policy_action`.
+        match self.autopilot.state() {
+            State::Running => {}
+            State::Paused => {
+                told = Action::RequireHuman { message: None };
+                explanation = "autopilot paused: a person decides".to_owned();
+            }
+            State::Stopped => {
+                told = Action::RequireHuman { message: None };
+                explanation =
+                    "autopilot stopped: a person decides until the daemon restarts".to_owned();
+            }
+        }
         let suggested = (told.type_name() != policy_action.type_name())
             .then(|| policy_action.type_name().to_owned());
         Outcome {

@@ -3,28 +3,14 @@
 //! sync) after every checkpoint, after a repair and at shutdown. Entries appended after the last
 //! write are the unwitnessed tail that checkpoints report; this file does not try to cover them.
 
-use std::io::Write;
 use std::path::Path;
 
 pub use atlasbridge_protocol::heads::{CheckpointMark, Continuity, Heads, continuity, load, path};
 
 /// Replaces the state file atomically.
 pub fn store(data_dir: &Path, heads: &Heads) -> std::io::Result<()> {
-    let file = path(data_dir);
-    let dir = file.parent().unwrap_or(data_dir);
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
-    let temporary = dir.join("heads.json.tmp");
-    {
-        let mut out = std::fs::File::create(&temporary)?;
-        out.write_all(&serde_json::to_vec_pretty(heads).map_err(std::io::Error::other)?)?;
-        out.sync_all()?;
-    }
-    std::fs::rename(&temporary, &file)?;
-    std::fs::File::open(dir)?.sync_all()
+    let bytes = serde_json::to_vec_pretty(heads).map_err(std::io::Error::other)?;
+    crate::files::write_atomic(&path(data_dir), &bytes)
 }
 
 #[cfg(test)]

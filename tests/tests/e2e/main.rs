@@ -5,12 +5,15 @@
 // A test fails by panicking; in the fixture too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod autopilot;
 mod cli;
 mod concurrency;
 mod decisions;
 mod lifecycle;
+mod pinning;
 mod policy_cli;
 mod protocol_lines;
 mod risk;
+mod sessions;
 mod support;
 mod trace;

@@ -134,6 +134,7 @@ pub(super) async fn status(daemon: &Daemon) -> DaemonStatus {
         cloud: CloudSummary {
             state: "disabled".to_owned(),
         },
+        sessions: u64::try_from(stores.decisions.sessions.len()).unwrap_or(u64::MAX),
     }
 }
 

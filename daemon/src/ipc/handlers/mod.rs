@@ -1,10 +1,13 @@
 //! Method dispatch: the one place where a method name meets its handler, its minimum role and
 //! its feature gate, and where engine errors become JSON-RPC errors.
 
+mod autopilot;
 mod daemon;
 mod decision;
 mod features;
+mod pins;
 mod policy;
+mod session;
 mod trace;
 
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tracing::warn;
 
 use super::peer::Caller;
 use crate::audit::Actor;
+use crate::decisions::autopilot::Command;
 use crate::state::Daemon;
 use crate::storage::AppendError;
 
@@ -142,9 +146,17 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::AUDIT_HEAD
         | m::AUDIT_READ
         | m::AUDIT_VERIFY
-        | m::POLICY_STATUS => Role::Viewer,
+        | m::POLICY_STATUS
+        | m::AUTOPILOT_STATUS
+        | m::SESSION_LIST
+        | m::SESSION_SHOW
+        | m::POLICY_PINS
+        | m::POLICY_VERSIONS => Role::Viewer,
+        m::SESSION_START | m::SESSION_END => Role::Operator,
+        // Pulling the kill switch is an admin's act, like changing the policy it overrides.
+        m::AUTOPILOT_PAUSE | m::AUTOPILOT_RESUME | m::AUTOPILOT_STOP => Role::Admin,
         m::DECISION_RECORD | m::DECISION_EVALUATE => Role::Operator,
-        m::TRACE_REPAIR | m::POLICY_RELOAD => Role::Admin,
+        m::TRACE_REPAIR | m::POLICY_RELOAD | m::POLICY_PIN | m::POLICY_UNPIN => Role::Admin,
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
@@ -202,6 +214,22 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
             Ok(p) => Handled::reply(decision::evaluate(ctx, p).await),
             Err(e) => Handled::error(e),
         },
+        m::POLICY_PIN => match decode_params(params) {
+            Ok(p) => Handled::reply(pins::pin(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_UNPIN => match decode_params(params) {
+            Ok(p) => Handled::reply(pins::unpin(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_PINS => match no_params(params) {
+            Ok(()) => Handled::reply(pins::pins(ctx)),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_VERSIONS => match no_params(params) {
+            Ok(()) => Handled::reply(pins::versions(ctx)),
+            Err(e) => Handled::error(e),
+        },
         m::POLICY_STATUS => match no_params(params) {
             Ok(()) => Handled::reply(policy::status(daemon)),
             Err(e) => Handled::error(e),
@@ -210,6 +238,31 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
             Ok(p) => Handled::reply(policy::reload(ctx, p).await),
             Err(e) => Handled::error(e),
         },
+        m::AUTOPILOT_STATUS => {
+            Handled::reply(no_params(params).map(|()| autopilot::status(daemon)))
+        }
+        m::AUTOPILOT_PAUSE => match no_params(params) {
+            Ok(()) => Handled::reply(autopilot::change(ctx, Command::Pause).await),
+            Err(e) => Handled::error(e),
+        },
+        m::AUTOPILOT_RESUME => match no_params(params) {
+            Ok(()) => Handled::reply(autopilot::change(ctx, Command::Resume).await),
+            Err(e) => Handled::error(e),
+        },
+        m::AUTOPILOT_STOP => match no_params(params) {
+            Ok(()) => Handled::reply(autopilot::change(ctx, Command::Stop).await),
+            Err(e) => Handled::error(e),
+        },
+        m::SESSION_START => match decode_params(params) {
+            Ok(p) => Handled::reply(session::start(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::SESSION_END => match decode_params(params) {
+            Ok(p) => Handled::reply(session::end(ctx, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::SESSION_LIST => Handled::reply(no_params(params).map(|()| session::list(daemon))),
+        m::SESSION_SHOW => Handled::reply(params_then(params, |p| session::show(daemon, p))),
         m::TRACE_HEAD | m::AUDIT_HEAD => match no_params(params) {
             Ok(()) => Handled::reply(trace::head(ctx, trace::chain_of(method)).await),
             Err(e) => Handled::error(e),
@@ -281,6 +334,15 @@ mod tests {
         }
         assert_eq!(required_role(m::DECISION_RECORD), Some(Role::Operator));
         assert_eq!(required_role(m::TRACE_REPAIR), Some(Role::Admin));
+        for method in [m::AUTOPILOT_STATUS, m::SESSION_LIST, m::SESSION_SHOW] {
+            assert_eq!(required_role(method), Some(Role::Viewer), "{method}");
+        }
+        for method in [m::SESSION_START, m::SESSION_END] {
+            assert_eq!(required_role(method), Some(Role::Operator), "{method}");
+        }
+        for method in [m::AUTOPILOT_PAUSE, m::AUTOPILOT_RESUME, m::AUTOPILOT_STOP] {
+            assert_eq!(required_role(method), Some(Role::Admin), "{method}");
+        }
         assert_eq!(required_role(m::DAEMON_SHUTDOWN), Some(Role::Owner));
         assert_eq!(required_role("decision.evaluate.nope"), None);
     }
