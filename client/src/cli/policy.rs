@@ -85,6 +85,19 @@ pub enum PolicyCommand {
         #[arg(value_name = "B")]
         b: PathBuf,
     },
+    /// Turns a v0 policy into v1, keeping comments and layout: only `policy_version` changes,
+    /// and the result is checked to mean exactly the same.
+    Migrate {
+        /// The v0 policy file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Write the v1 policy here [default: replace FILE, keeping the original as FILE.v0].
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// Print the v1 policy instead of writing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The daemon's active policy: name, hash, source, and the errors of a failed reload.
     Status,
     /// Locks an agent or a session to one policy version, whatever the active policy becomes.
@@ -263,6 +276,11 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
             }
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCommand::Migrate {
+            file,
+            output,
+            dry_run,
+        } => migrate(ctx, file, output.as_deref(), *dry_run),
         PolicyCommand::Status => {
             let status: PolicyStatus = ctx.connect()?.call(m::POLICY_STATUS, None::<()>)?;
             print_status(ctx, &status);
@@ -281,6 +299,45 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn migrate(
+    ctx: &Context,
+    file: &Path,
+    output: Option<&Path>,
+    dry_run: bool,
+) -> Result<ExitCode, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Unreadable(format!("cannot read {}: {e}", file.display())))?;
+    let migrated =
+        policy::migrate::v0_to_v1(&text, file).map_err(|e| CliError::Failed(e.to_string()))?;
+    if dry_run {
+        print!("{migrated}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let target = output.unwrap_or(file);
+    if output.is_none() {
+        let mut backup = file.as_os_str().to_owned();
+        backup.push(".v0");
+        std::fs::write(&backup, &text).map_err(|e| {
+            CliError::Failed(format!(
+                "cannot keep the original as {}: {e}",
+                Path::new(&backup).display()
+            ))
+        })?;
+    }
+    std::fs::write(target, &migrated)
+        .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", target.display())))?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "migrated": true, "output": target }));
+    } else {
+        println!(
+            "{}: policy_version \"1\" written to {}",
+            file.display(),
+            target.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The pin target clap guarantees: exactly one of `--agent` and `--session`.

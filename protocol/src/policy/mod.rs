@@ -10,6 +10,7 @@
 pub mod diff;
 pub mod error;
 pub mod evaluate;
+pub mod migrate;
 mod extends;
 pub mod model;
 pub mod pattern;

@@ -454,3 +454,46 @@ fn hash_and_diff_need_policy_lifecycle_but_validate_and_test_do_not() {
         ])
         .assert_code(0);
 }
+
+#[test]
+fn migrate_turns_v0_into_v1_keeping_comments_and_meaning() {
+    let daemon = pro();
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/vectors/policies/v0-basic.yaml"
+    );
+    let original = std::fs::read_to_string(source).unwrap();
+    let file = daemon.sandbox.path("team.yaml");
+    std::fs::write(&file, &original).unwrap();
+
+    let dry = daemon.cli(&["policy", "migrate", file.to_str().unwrap(), "--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains("policy_version: \"1\""),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.starts_with("# A small v0 policy"),
+        "comments kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        original,
+        "dry run writes nothing"
+    );
+
+    daemon
+        .cli(&["policy", "migrate", file.to_str().unwrap()])
+        .assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(daemon.sandbox.path("team.yaml.v0")).unwrap(),
+        original
+    );
+    let validated = daemon.cli(&["policy", "validate", file.to_str().unwrap(), "--json"]);
+    validated.assert_code(0);
+    assert_eq!(validated.json()["policy_version"], "1");
+    let again = daemon.cli(&["policy", "migrate", file.to_str().unwrap()]);
+    again.assert_code(1);
+    assert!(again.stderr.contains("already"), "{}", again.stderr);
+}
