@@ -337,8 +337,8 @@ pub struct RecordParams {
     /// Session tags.
     #[serde(default)]
     pub session_tags: Option<Vec<String>>,
-    /// Stored in the entry. (Answering a repeat with the first result comes with the decision
-    /// service; until then every record appends.)
+    /// A repeat with the same key in the same session gets the first result and appends
+    /// nothing (the key space is shared with `decision.evaluate`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
     /// What was done: `auto_reply`, `require_human`, `deny`, `notify_only`, or a human's action.

@@ -154,8 +154,7 @@ impl Inner {
         }
     }
 
-    /// One stored entry: its auto-reply, and its answer if `decision.evaluate` wrote it (those
-    /// carry a policy hash; recorded decisions do not).
+    /// One stored entry: its auto-reply, and its answer when it carries an idempotency key.
     fn remember_entry(&mut self, entry: &serde_json::Map<String, Value>) {
         let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or("");
         let session = text("session_id");
@@ -167,7 +166,7 @@ impl Inner {
                 .or_default() += 1;
         }
         let key = text("idempotency_key");
-        if key.is_empty() || text("policy_hash").is_empty() {
+        if key.is_empty() {
             return;
         }
         let answer = answer_of(entry);
@@ -201,7 +200,8 @@ fn answer_of(entry: &serde_json::Map<String, Value>) -> EvaluateResult {
     let policy_action = text("policy_action");
     let seq = entry.get("seq").and_then(Value::as_u64);
     EvaluateResult {
-        suggested_action: (action != policy_action).then(|| policy_action.clone()),
+        suggested_action: (!policy_action.is_empty() && action != policy_action)
+            .then(|| policy_action.clone()),
         action,
         reply_value: text("reply_value"),
         matched_rule: text("matched_rule"),

@@ -405,3 +405,31 @@ fn policy_status_and_reload_from_the_cli() {
         still.stdout
     );
 }
+
+#[test]
+fn a_repeated_record_with_the_same_key_is_stored_once_even_after_a_restart() {
+    let mut daemon = TestDaemon::start_with(Options::default().edition("pro"));
+    let record = json!({
+        "session_id": "s",
+        "prompt_id": "p",
+        "prompt_type": "yes_no",
+        "action_taken": "require_human",
+        "human_actor": "alice",
+        "idempotency_key": "answer-1",
+    });
+    let mut conn = daemon.conn();
+    let first = conn.ok("decision.record", record.clone());
+    let again = conn.ok("decision.record", record.clone());
+    assert_eq!(again["seq"], first["seq"]);
+    drop(conn);
+    daemon.signal(Signal::TERM);
+    daemon.wait_exit(Duration::from_secs(5));
+    daemon.launch();
+    let mut conn = daemon.conn();
+    assert_eq!(conn.ok("decision.record", record)["seq"], first["seq"]);
+    assert_eq!(
+        conn.ok("trace.head", json!({}))["seq"],
+        first["seq"],
+        "appended once"
+    );
+}

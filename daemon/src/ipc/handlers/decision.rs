@@ -1,6 +1,8 @@
 //! `decision.record`: a decision made elsewhere (a person's answer, another tool's) is written
 //! to the trace like any other: in the v2 chain, or the v1 file while `decision_trace_v2` is off.
 
+use std::sync::Arc;
+
 use atlasbridge_protocol::ErrorObject;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::methods::{EvaluateParams, EvaluateResult, RecordParams, RecordResult};
@@ -9,6 +11,7 @@ use atlasbridge_protocol::trace::TRACE_VERSION;
 use serde_json::{Map, Value, json};
 
 use super::{RequestContext, append_error};
+use crate::decisions::memory::Claim;
 
 pub(crate) use atlasbridge_protocol::risk::PROMPT_TYPES;
 
@@ -129,11 +132,72 @@ pub(super) async fn evaluate(
         .await
 }
 
+/// A repeat of an idempotency key in a session gets the first result and appends nothing, as
+/// for `decision.evaluate` (they share the key space: one key, one decision).
 pub(super) async fn record(
     ctx: &RequestContext<'_>,
     params: RecordParams,
 ) -> Result<RecordResult, ErrorObject> {
     validate(&params)?;
+    let Some(key) = params.idempotency_key.clone().filter(|k| !k.is_empty()) else {
+        return append_record(ctx, params).await;
+    };
+    let memory = &ctx.daemon.stores().decisions.memory;
+    loop {
+        match memory.claim(&params.session_id, &key) {
+            Claim::Answered(first) => {
+                return Ok(RecordResult {
+                    entry_id: first.entry_id.clone(),
+                    seq: first.seq,
+                    entry_hash: first.entry_hash.clone(),
+                    risk_level: first.risk_level.clone(),
+                });
+            }
+            Claim::Wait(mut pending) => {
+                let _ = pending.wait_for(Option::is_some).await;
+            }
+            Claim::Mine(ticket) => {
+                let action = params.action_taken.clone();
+                let reply = params.reply_value.clone().unwrap_or_default();
+                return match append_record(ctx, params).await {
+                    Ok(result) => {
+                        memory.answer(ticket, Arc::new(recorded_answer(&result, action, reply)));
+                        Ok(result)
+                    }
+                    Err(error) => {
+                        memory.release(ticket);
+                        Err(error)
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// What a repeat of a recorded decision is answered with.
+fn recorded_answer(result: &RecordResult, action: String, reply_value: String) -> EvaluateResult {
+    EvaluateResult {
+        policy_action: String::new(),
+        suggested_action: None,
+        action,
+        reply_value,
+        matched_rule: String::new(),
+        autonomy_mode: String::new(),
+        risk_level: result.risk_level.clone(),
+        risk_reasons: Vec::new(),
+        policy_hash: String::new(),
+        entry_id: result.entry_id.clone(),
+        seq: result.seq,
+        entry_hash: result.entry_hash.clone(),
+        explanation: "a recorded decision".to_owned(),
+        repeated: true,
+    }
+}
+
+async fn append_record(
+    ctx: &RequestContext<'_>,
+    params: RecordParams,
+) -> Result<RecordResult, ErrorObject> {
     let stores = ctx.daemon.stores();
     let confidence = normalise_confidence(&params.confidence);
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
