@@ -10,8 +10,8 @@
 pub mod diff;
 pub mod error;
 pub mod evaluate;
-pub mod migrate;
 mod extends;
+pub mod migrate;
 pub mod model;
 pub mod pattern;
 mod validate;
