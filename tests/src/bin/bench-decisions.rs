@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo build --release --workspace
-//! cargo run --release -p atlasbridge-e2e --bin bench-decisions -- [--seconds S] [--only-eval | --only-socket]
+//! cargo run --release -p atlasbridge-e2e --bin bench-decisions -- [--daemon PATH] [--seconds S]
+//!     [--only-eval | --only-socket | --only DURABILITY:CLIENTS:IN_FLIGHT]
 //! ```
 //!
 //! - evaluation alone ([`Evaluator::evaluate`], no daemon), in ns per decision, for every policy
@@ -11,7 +12,11 @@
 //!   events;
 //! - `decision.evaluate` through the daemon's socket, with a full-autonomy policy, the daemon in
 //!   `durability = "fsync"` and then `"none"`: 1 and 32 clients with one request in flight, and
-//!   32 clients with 16 in flight; round-trip percentiles of one client.
+//!   32 clients with 16 in flight; round-trip percentiles of one client
+//!   (`--only DURABILITY:CLIENTS:IN_FLIGHT` runs one row, for profiling);
+//! - as baselines, `edition.get` (no policy, no trace) against the same daemon: what the socket,
+//!   the framing and the runtime cost alone; and a 1-byte ping-pong between two threads over a
+//!   Unix socket pair: what the operating system charges for the round trip's wake-ups.
 //!
 //! Everything runs in a temporary directory under `target/`, on the same disk as the build.
 
@@ -38,6 +43,8 @@ struct Settings {
     seconds: f64,
     eval: bool,
     socket: bool,
+    /// Only this `durability:clients:in_flight` row (for profiling).
+    only: Option<(String, usize, usize)>,
 }
 
 fn settings() -> Settings {
@@ -46,6 +53,7 @@ fn settings() -> Settings {
         seconds: 5.0,
         eval: true,
         socket: true,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -59,6 +67,19 @@ fn settings() -> Settings {
             }
             "--only-eval" => settings.socket = false,
             "--only-socket" => settings.eval = false,
+            "--only" => {
+                let row = args.next().expect("--only DURABILITY:CLIENTS:IN_FLIGHT");
+                let parts: Vec<&str> = row.split(':').collect();
+                let [durability, clients, window] = parts[..] else {
+                    panic!("--only DURABILITY:CLIENTS:IN_FLIGHT");
+                };
+                settings.only = Some((
+                    durability.to_owned(),
+                    clients.parse().unwrap(),
+                    window.parse().unwrap(),
+                ));
+                settings.eval = false;
+            }
             other => panic!("unknown argument {other}; see the source for usage"),
         }
     }
@@ -437,34 +458,58 @@ impl Drop for Daemon {
     }
 }
 
-/// One `decision.evaluate` request line. Built by hand: the clients share the two cores with the
-/// daemon, and what they spend is not the daemon's throughput. `run` keeps prompt ids (and so
-/// the default idempotency keys) unique across the runs against one daemon.
-fn request(run: usize, client: usize, id: u64) -> Vec<u8> {
-    format!(
-        concat!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"decision.evaluate","params":{{"#,
-            r#""session_id":"bench-session-{client}","prompt_id":"prompt-{run}-{client}-{id}","#,
-            r#""prompt_type":"yes_no","prompt_text":"Continue with the build? [y/n]","#,
-            r#""confidence":"high","tool_id":"claude-code","agent_id":"claude-code"}}}}"#,
-            "\n"
-        ),
-        id = id,
-        client = client,
-        run = run,
-    )
-    .into_bytes()
+/// What the clients send.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// `decision.evaluate`; the number keeps prompt ids (and so the default idempotency keys)
+    /// unique across the runs against one daemon.
+    Evaluate(usize),
+    /// `edition.get`, which reads no policy and writes no trace: the cost of the socket, the
+    /// framing and the runtime alone.
+    Noop,
+}
+
+impl Load {
+    /// One request line. Built by hand: the clients share the two cores with the daemon, and
+    /// what they spend is not the daemon's throughput.
+    fn request(self, client: usize, id: u64) -> Vec<u8> {
+        match self {
+            Self::Evaluate(run) => format!(
+                concat!(
+                    r#"{{"jsonrpc":"2.0","id":{id},"method":"decision.evaluate","params":{{"#,
+                    r#""session_id":"bench-session-{client}","prompt_id":"prompt-{run}-{client}-{id}","#,
+                    r#""prompt_type":"yes_no","prompt_text":"Continue with the build? [y/n]","#,
+                    r#""confidence":"high","tool_id":"claude-code","agent_id":"claude-code"}}}}"#,
+                    "\n"
+                ),
+                id = id,
+                client = client,
+                run = run,
+            ),
+            Self::Noop => format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"edition.get\"}}\n"),
+        }
+        .into_bytes()
+    }
+
+    /// Whether `line` is the reply expected: a result, and for a decision `auto_reply`.
+    fn succeeded(self, line: &str) -> bool {
+        line.contains(r#""result":"#)
+            && match self {
+                Self::Evaluate(_) => line.contains(r#""action":"auto_reply""#),
+                Self::Noop => true,
+            }
+    }
 }
 
 struct Run {
-    decisions: u64,
+    replies: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
 
-/// `clients` connections, each keeping `window` requests in flight, for `seconds`. Every reply
-/// must be a result telling the agent `auto_reply`.
-fn drive(socket: &Path, run: usize, clients: usize, window: usize, seconds: f64) -> Run {
+/// `clients` connections, each keeping `window` requests of `load` in flight, for `seconds`.
+/// Every reply must be the one expected ([`Load::succeeded`]).
+fn drive(socket: &Path, load: Load, clients: usize, window: usize, seconds: f64) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..clients)
@@ -482,7 +527,7 @@ fn drive(socket: &Path, run: usize, clients: usize, window: usize, seconds: f64)
                 let mut line = String::new();
                 loop {
                     while sent_at.len() < window && !stop.load(Ordering::Relaxed) {
-                        writer.write_all(&request(run, client, next_id)).unwrap();
+                        writer.write_all(&load.request(client, next_id)).unwrap();
                         sent_at.push_back(Instant::now());
                         next_id += 1;
                     }
@@ -491,10 +536,7 @@ fn drive(socket: &Path, run: usize, clients: usize, window: usize, seconds: f64)
                     }
                     line.clear();
                     reader.read_line(&mut line).unwrap();
-                    assert!(
-                        line.contains(r#""result":"#) && line.contains(r#""action":"auto_reply""#),
-                        "decision failed: {line}"
-                    );
+                    assert!(load.succeeded(&line), "request failed: {line}");
                     // Replies may come back in any order; with one in flight the pairing is exact.
                     let sent = sent_at.pop_front().unwrap();
                     if window == 1 {
@@ -508,18 +550,44 @@ fn drive(socket: &Path, run: usize, clients: usize, window: usize, seconds: f64)
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut decisions = 0;
+    let mut replies = 0;
     let mut latencies = Vec::new();
     for handle in handles {
         let (done, mut l) = handle.join().unwrap();
-        decisions += done;
+        replies += done;
         latencies.append(&mut l);
     }
     Run {
-        decisions,
+        replies,
         elapsed: started.elapsed(),
         latencies,
     }
+}
+
+/// Round trips of one byte over a Unix socket pair between two threads, sorted: what the
+/// operating system (here, a VM) charges for waking a thread and being woken, twice.
+fn ping_pong(seconds: f64) -> Vec<Duration> {
+    use std::io::Read;
+    let (mut near, mut far) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8];
+        while far.read_exact(&mut byte).is_ok() {
+            far.write_all(&byte).unwrap();
+        }
+    });
+    let mut latencies = Vec::new();
+    let mut byte = [1u8];
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let sent = Instant::now();
+        near.write_all(&byte).unwrap();
+        near.read_exact(&mut byte).unwrap();
+        latencies.push(sent.elapsed());
+    }
+    drop(near);
+    echo.join().unwrap();
+    latencies.sort();
+    latencies
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -530,13 +598,59 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// The rows: (clients, in flight per client).
 const ROWS: [(usize, usize); 3] = [(1, 1), (32, 1), (32, 16)];
 
+/// The baseline rows, `edition.get` against the `none` daemon.
+const NOOP_ROWS: [(usize, usize); 2] = [(1, 1), (32, 16)];
+
+/// One measured row.
+struct Row {
+    durability: &'static str,
+    method: &'static str,
+    clients: usize,
+    window: usize,
+    rate: f64,
+    /// Sorted round trips, with one request in flight.
+    latencies: Vec<Duration>,
+}
+
 fn socket_benchmarks(settings: &Settings, work: &Path) {
     let policy = work.join("bench-full.yaml");
     std::fs::write(&policy, FULL_POLICY).unwrap();
-    let mut rates = Vec::new();
-    let mut latencies = Vec::new();
+    let mut rows = Vec::new();
     let mut traces = Vec::new();
+    let only = |durability: &str, clients: usize, window: usize| {
+        settings
+            .only
+            .as_ref()
+            .is_none_or(|(d, c, w)| d == durability && (*c, *w) == (clients, window))
+    };
+    let measure = |socket: &Path, durability, load, clients, window| {
+        let mut run = drive(socket, load, clients, window, settings.seconds);
+        if clients == 1 {
+            run.latencies.sort();
+        } else {
+            run.latencies.clear();
+        }
+        Row {
+            durability,
+            method: match load {
+                Load::Evaluate(_) => "decision.evaluate",
+                Load::Noop => "edition.get",
+            },
+            clients,
+            window,
+            rate: run.replies as f64 / run.elapsed.as_secs_f64(),
+            latencies: run.latencies,
+        }
+    };
+    // The floor under any round trip: the operating system's, measured before the daemons run.
+    let floor = settings
+        .only
+        .is_none()
+        .then(|| ping_pong(settings.seconds.min(3.0)));
     for durability in ["fsync", "none"] {
+        if !ROWS.iter().any(|&(c, w)| only(durability, c, w)) {
+            continue;
+        }
         let dir = work.join(format!("socket-{durability}"));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
@@ -545,18 +659,22 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
         );
         let daemon = Daemon::start(&settings.daemon, &dir, &config);
         // Warm up: the policy, the first segment, the keys, the page cache.
-        drive(&daemon.socket, 0, 4, 4, 0.5);
+        drive(&daemon.socket, Load::Evaluate(0), 4, 4, 0.5);
         for (index, &(clients, window)) in ROWS.iter().enumerate() {
-            let mut run = drive(&daemon.socket, index + 1, clients, window, settings.seconds);
-            rates.push((
-                durability,
-                clients,
-                window,
-                run.decisions as f64 / run.elapsed.as_secs_f64(),
-            ));
-            if clients == 1 && window == 1 {
-                run.latencies.sort();
-                latencies.push((durability, run.latencies));
+            if only(durability, clients, window) {
+                let load = Load::Evaluate(index + 1);
+                rows.push(measure(&daemon.socket, durability, load, clients, window));
+            }
+        }
+        if durability == "none" && settings.only.is_none() {
+            for (clients, window) in NOOP_ROWS {
+                rows.push(measure(
+                    &daemon.socket,
+                    durability,
+                    Load::Noop,
+                    clients,
+                    window,
+                ));
             }
         }
         drop(daemon);
@@ -567,32 +685,50 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
 
     println!();
     println!(
-        "### `decision.evaluate` through the socket, {} s per row",
+        "### Requests through the socket, {} s per row",
         settings.seconds
     );
     println!();
-    println!("| durability | clients | in flight per client | decisions/s |");
-    println!("|---|---|---|---|");
-    for (durability, clients, window, rate) in &rates {
+    println!("| request | durability | clients | in flight per client | replies/s |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
         println!(
-            "| `{durability}` | {clients} | {window} | {} |",
-            thousands(*rate)
+            "| `{}` | `{}` | {} | {} | {} |",
+            row.method,
+            row.durability,
+            row.clients,
+            row.window,
+            thousands(row.rate)
         );
     }
     println!();
     println!("Round trip, one client, one request in flight:");
     println!();
-    println!("| durability | requests | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|---|");
+    println!("| request | durability | requests | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|");
     let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
-    for (durability, sorted) in &latencies {
+    let print = |what: &str, durability: &str, sorted: &[Duration]| {
         println!(
-            "| `{durability}` | {} | {} | {} | {} | {} |",
+            "| {what} | {durability} | {} | {} | {} | {} | {} |",
             thousands(sorted.len() as f64),
             us(percentile(sorted, 0.5)),
             us(percentile(sorted, 0.9)),
             us(percentile(sorted, 0.99)),
             us(*sorted.last().unwrap())
+        );
+    };
+    for row in rows.iter().filter(|row| !row.latencies.is_empty()) {
+        print(
+            &format!("`{}`", row.method),
+            &format!("`{}`", row.durability),
+            &row.latencies,
+        );
+    }
+    if let Some(sorted) = &floor {
+        print(
+            "1-byte ping-pong between two threads (no daemon)",
+            "—",
+            sorted,
         );
     }
     println!();
@@ -607,22 +743,26 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
     println!("Goals:");
     println!();
     let met = |ok: bool| if ok { "met" } else { "not met" };
-    for (durability, clients, window, rate) in &rates {
-        if *durability == "fsync" && *clients == 32 {
+    let decisions = rows.iter().filter(|row| row.method == "decision.evaluate");
+    for row in decisions.clone() {
+        if row.durability == "fsync" && row.clients == 32 {
             println!(
-                "- ≥ 50,000 durable decisions/s, 32 clients × {window} in flight: {} ({}).",
-                thousands(*rate),
-                met(*rate >= 50_000.0)
+                "- ≥ 50,000 durable decisions/s, 32 clients × {} in flight: {} ({}).",
+                row.window,
+                thousands(row.rate),
+                met(row.rate >= 50_000.0)
             );
         }
     }
-    if let Some((_, sorted)) = latencies.iter().find(|(d, _)| *d == "none") {
-        let p50 = percentile(sorted, 0.5);
-        println!(
-            "- p50 ≤ 25 µs with durability `none`, one client: {} ({}).",
-            us(p50),
-            met(p50 <= Duration::from_micros(25))
-        );
+    for row in decisions {
+        if row.durability == "none" && !row.latencies.is_empty() {
+            let p50 = percentile(&row.latencies, 0.5);
+            println!(
+                "- p50 ≤ 25 µs with durability `none`, one client: {} ({}).",
+                us(p50),
+                met(p50 <= Duration::from_micros(25))
+            );
+        }
     }
 }
 
