@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use atlasbridge_protocol::methods::EvaluateResult;
 use atlasbridge_protocol::trace::ChainKind;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Idempotency answers kept.
 pub const REMEMBERED_ANSWERS: usize = 100_000;
@@ -23,8 +23,8 @@ type Answer = Arc<EvaluateResult>;
 #[derive(Debug)]
 enum Slot {
     Done(Answer),
-    /// Being decided; waiters see `Some` when it is done, `None` if it failed.
-    Pending(watch::Receiver<Option<Answer>>),
+    /// Being decided by another request.
+    Pending,
 }
 
 #[derive(Debug, Default)]
@@ -38,25 +38,52 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Memory {
     inner: Mutex<Inner>,
+    /// Woken whenever a pending key is answered or freed. One for all keys: a concurrent repeat
+    /// is rare, and a per-decision channel cost every decision an allocation.
+    changed: Notify,
 }
 
 /// The outcome of claiming a key.
 #[derive(Debug)]
-pub enum Claim {
+pub enum Claim<'a> {
     /// Answered before.
     Answered(Answer),
-    /// Another request with this key is being decided: wait for it.
-    Wait(watch::Receiver<Option<Answer>>),
+    /// Another request with this key is being decided: wait for [`Memory::changed`] (enabled
+    /// before claiming) and claim again.
+    Busy,
     /// This request decides; the ticket records the answer (or frees the key when dropped).
-    Mine(Ticket),
+    Mine(Ticket<'a>),
 }
 
-/// The right to answer one key.
+/// The right to answer one key. Dropped without an answer (the request failed, or its task
+/// died), it frees the key, so that a repeat never waits for a decision that will not come.
 #[derive(Debug)]
-pub struct Ticket {
-    key: Key,
-    sender: watch::Sender<Option<Answer>>,
-    done: bool,
+pub struct Ticket<'a> {
+    memory: &'a Memory,
+    key: Option<Key>,
+}
+
+impl Ticket<'_> {
+    /// Records the answer.
+    pub fn answer(mut self, answer: Answer) {
+        if let Some(key) = self.key.take() {
+            self.memory.lock().answers.insert(key, Slot::Done(answer));
+            self.memory.changed.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut inner = self.memory.lock();
+            if matches!(inner.answers.get(&key), Some(Slot::Pending)) {
+                inner.answers.remove(&key);
+            }
+            drop(inner);
+            self.memory.changed.notify_waiters();
+        }
+    }
 }
 
 impl Memory {
@@ -85,42 +112,26 @@ impl Memory {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The notification a waiter must enable before it claims, so that an answer given between
+    /// its claim and its wait still wakes it.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
     /// Claims `(session, key)`.
-    pub fn claim(&self, session: &str, key: &str) -> Claim {
-        let key = (session.to_owned(), key.to_owned());
+    pub fn claim(&self, session: &str, key: &str) -> Claim<'_> {
         let mut inner = self.lock();
-        match inner.answers.get(&key) {
+        let probe = (session.to_owned(), key.to_owned());
+        match inner.answers.get(&probe) {
             Some(Slot::Done(answer)) => return Claim::Answered(Arc::clone(answer)),
-            Some(Slot::Pending(receiver)) => return Claim::Wait(receiver.clone()),
+            Some(Slot::Pending) => return Claim::Busy,
             None => {}
         }
-        let (sender, receiver) = watch::channel(None);
-        inner.insert(key.clone(), Slot::Pending(receiver));
+        inner.insert(probe.clone(), Slot::Pending);
         Claim::Mine(Ticket {
-            key,
-            sender,
-            done: false,
+            memory: self,
+            key: Some(probe),
         })
-    }
-
-    /// Records the answer of a ticket.
-    pub fn answer(&self, mut ticket: Ticket, answer: Answer) {
-        self.lock()
-            .answers
-            .insert(ticket.key.clone(), Slot::Done(Arc::clone(&answer)));
-        ticket.sender.send_replace(Some(answer));
-        ticket.done = true;
-        drop(ticket);
-    }
-
-    /// Frees a ticket's key (its request failed): the next request with it decides afresh.
-    pub fn release(&self, ticket: Ticket) {
-        let mut inner = self.lock();
-        if matches!(inner.answers.get(&ticket.key), Some(Slot::Pending(_))) {
-            inner.answers.remove(&ticket.key);
-        }
-        drop(inner);
-        drop(ticket);
     }
 
     /// Auto-replies `rule` has given in `session`.
@@ -174,15 +185,6 @@ impl Inner {
         // The first answer stands.
         if !self.answers.contains_key(&key) {
             self.insert(key, Slot::Done(Arc::new(answer)));
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if !self.done {
-            // Waiters see `None` and retry.
-            self.sender.send_replace(None);
         }
     }
 }
@@ -258,20 +260,47 @@ mod tests {
         let Claim::Mine(ticket) = memory.claim("s", "k") else {
             panic!("first claim decides")
         };
-        let Claim::Wait(mut waiting) = memory.claim("s", "k") else {
-            panic!("a concurrent repeat waits")
-        };
-        memory.release(ticket);
-        assert!(waiting.borrow_and_update().is_none());
+        assert!(
+            matches!(memory.claim("s", "k"), Claim::Busy),
+            "a concurrent repeat waits"
+        );
+        drop(ticket);
         let Claim::Mine(ticket) = memory.claim("s", "k") else {
             panic!("freed")
         };
-        memory.answer(ticket, answer("deny"));
+        ticket.answer(answer("deny"));
         let Claim::Answered(first) = memory.claim("s", "k") else {
             panic!("answered")
         };
         assert_eq!(first.action, "deny");
         assert!(matches!(memory.claim("other-session", "k"), Claim::Mine(_)));
+    }
+
+    #[tokio::test]
+    async fn a_waiter_enabled_before_its_claim_is_woken_by_the_answer() {
+        let memory = Arc::new(Memory::default());
+        let claimed = Arc::clone(&memory);
+        let Claim::Mine(ticket) = claimed.claim("s", "k") else {
+            panic!("first")
+        };
+        let waiter = {
+            let memory = Arc::clone(&memory);
+            tokio::spawn(async move {
+                loop {
+                    let notified = memory.changed().notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    match memory.claim("s", "k") {
+                        Claim::Answered(answer) => return answer.action.clone(),
+                        Claim::Busy => notified.await,
+                        Claim::Mine(_) => panic!("the key is taken"),
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        ticket.answer(answer("allow"));
+        assert_eq!(waiter.await.unwrap(), "allow");
     }
 
     #[test]

@@ -81,27 +81,23 @@ impl DecisionService {
             default_idempotency_key(policy.short_hash(), &params.prompt_id, &params.session_id)
         });
         loop {
+            // Enabled before the claim, so an answer given in between still wakes this request.
+            let changed = self.memory.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             match self.memory.claim(&params.session_id, &key) {
                 Claim::Answered(answer) => {
                     let mut repeated = (*answer).clone();
                     repeated.repeated = true;
                     return Ok(repeated);
                 }
-                Claim::Wait(mut pending) => {
-                    // Whatever the first request's fate, look again: an answer, or a free key.
-                    let _ = pending.wait_for(Option::is_some).await;
-                }
+                // Whatever the first request's fate, look again: an answer, or a free key.
+                Claim::Busy => changed.await,
                 Claim::Mine(ticket) => {
-                    return match self.decide(daemon, &policy, &params, &key).await {
-                        Ok(result) => {
-                            self.memory.answer(ticket, Arc::new(result.clone()));
-                            Ok(result)
-                        }
-                        Err(error) => {
-                            self.memory.release(ticket);
-                            Err(error)
-                        }
-                    };
+                    // A failed decision drops the ticket, which frees the key.
+                    let result = self.decide(daemon, &policy, &params, &key).await?;
+                    ticket.answer(Arc::new(result.clone()));
+                    return Ok(result);
                 }
             }
         }

@@ -157,7 +157,10 @@ impl Evaluator {
             out.push(RuleExplanation {
                 rule_id: rule.id.clone(),
                 matched,
-                detail: failed.unwrap_or_else(|| "all criteria hold".to_owned()),
+                detail: failed.map_or_else(
+                    || "all criteria hold".to_owned(),
+                    |f| f.describe(&rule.matcher, compiled, event),
+                ),
             });
             if matched {
                 break;
@@ -171,74 +174,118 @@ impl Evaluator {
     }
 }
 
-/// `None` when every criterion of the block holds, else which one failed and why — checked in
-/// the order of the language: tool, repo, prompt type, min and max confidence, contains, session
+/// The first criterion of a block that failed. Plain data, so that `evaluate` — which only needs
+/// to know whether a rule holds — allocates nothing; `explain` renders it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Tool,
+    Repo,
+    PromptType,
+    MinConfidence,
+    MaxConfidence,
+    Contains,
+    SessionTag,
+    AnyOf { blocks: usize },
+    NoneOf { index: usize },
+}
+
+impl Failure {
+    fn describe(
+        self,
+        criteria: &Criteria,
+        compiled: &CompiledCriteria,
+        event: &Event<'_>,
+    ) -> String {
+        match self {
+            Self::Tool => format!("tool_id: {:?} is not {:?}", event.tool_id, criteria.tool_id),
+            Self::Repo => format!(
+                "repo: {:?} does not start with {:?}",
+                event.repo,
+                criteria.repo.as_deref().unwrap_or("")
+            ),
+            Self::PromptType => {
+                let listed: Vec<&str> = criteria.prompt_type.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "prompt_type: {:?} is not one of [{}]",
+                    event.prompt_type,
+                    listed.join(", ")
+                )
+            }
+            Self::MinConfidence => format!(
+                "min_confidence: {} is below {}",
+                event.confidence, criteria.min_confidence
+            ),
+            Self::MaxConfidence => format!(
+                "max_confidence: {} is above {}",
+                event.confidence,
+                criteria.max_confidence.map_or("", |c| c.name())
+            ),
+            Self::Contains => match &compiled.contains {
+                Some(Needle::Pattern(regex)) => {
+                    format!("contains: the prompt does not match /{}/", regex.as_str())
+                }
+                Some(Needle::Text(needle)) => {
+                    format!("contains: the prompt does not contain {needle:?}")
+                }
+                None => "contains".to_owned(),
+            },
+            Self::SessionTag => format!(
+                "session_tag: {:?} is not {:?}",
+                event.session_tag,
+                criteria.session_tag.as_deref().unwrap_or("")
+            ),
+            Self::AnyOf { blocks: 0 } => "any_of: an empty list never holds".to_owned(),
+            Self::AnyOf { blocks } => format!("any_of: none of the {blocks} blocks holds"),
+            Self::NoneOf { index } => format!("none_of: block {index} holds"),
+        }
+    }
+}
+
+/// `None` when every criterion of the block holds, else the first that failed — checked in the
+/// order of the language: tool, repo, prompt type, min and max confidence, contains, session
 /// tag, then `any_of` and `none_of`.
 fn block_fails(
     criteria: &Criteria,
     compiled: &CompiledCriteria,
     p: &Prepared<'_>,
-) -> Option<String> {
+) -> Option<Failure> {
     let event = p.event;
     if criteria.tool_id != "*" && criteria.tool_id != event.tool_id {
-        return Some(format!(
-            "tool_id: {:?} is not {:?}",
-            event.tool_id, criteria.tool_id
-        ));
+        return Some(Failure::Tool);
     }
     if let Some(repo) = &criteria.repo
         && !event.repo.starts_with(repo.as_str())
     {
-        return Some(format!(
-            "repo: {:?} does not start with {repo:?}",
-            event.repo
-        ));
+        return Some(Failure::Repo);
     }
     if !criteria
         .prompt_type
         .iter()
         .any(|filter| filter.accepts(event.prompt_type))
     {
-        let listed: Vec<&str> = criteria.prompt_type.iter().map(|f| f.as_str()).collect();
-        return Some(format!(
-            "prompt_type: {:?} is not one of [{}]",
-            event.prompt_type,
-            listed.join(", ")
-        ));
+        return Some(Failure::PromptType);
     }
     if event.confidence < criteria.min_confidence {
-        return Some(format!(
-            "min_confidence: {} is below {}",
-            event.confidence, criteria.min_confidence
-        ));
+        return Some(Failure::MinConfidence);
     }
-    if let Some(max) = criteria.max_confidence
-        && event.confidence > max
+    if criteria
+        .max_confidence
+        .is_some_and(|max| event.confidence > max)
     {
-        return Some(format!(
-            "max_confidence: {} is above {max}",
-            event.confidence
-        ));
+        return Some(Failure::MaxConfidence);
     }
-    match &compiled.contains {
-        Some(Needle::Text(needle)) if !p.lower_text.contains(needle.as_str()) => {
-            return Some(format!("contains: the prompt does not contain {needle:?}"));
-        }
-        Some(Needle::Pattern(regex)) if !regex.is_match(event.prompt_text) => {
-            return Some(format!(
-                "contains: the prompt does not match /{}/",
-                regex.as_str()
-            ));
-        }
-        _ => {}
+    let contains = match &compiled.contains {
+        Some(Needle::Text(needle)) => p.lower_text.contains(needle.as_str()),
+        Some(Needle::Pattern(regex)) => regex.is_match(event.prompt_text),
+        None => true,
+    };
+    if !contains {
+        return Some(Failure::Contains);
     }
     if let Some(tag) = &criteria.session_tag
         && (event.session_tag.is_empty() || event.session_tag != tag)
     {
-        return Some(format!(
-            "session_tag: {:?} is not {tag:?}",
-            event.session_tag
-        ));
+        return Some(Failure::SessionTag);
     }
     if let (Some(blocks), Some(compiled_blocks)) = (&criteria.any_of, &compiled.any_of) {
         let held = blocks
@@ -246,10 +293,8 @@ fn block_fails(
             .zip(compiled_blocks)
             .any(|(block, compiled)| block_fails(block, compiled, p).is_none());
         if !held {
-            return Some(if blocks.is_empty() {
-                "any_of: an empty list never holds".to_owned()
-            } else {
-                format!("any_of: none of the {} blocks holds", blocks.len())
+            return Some(Failure::AnyOf {
+                blocks: blocks.len(),
             });
         }
     }
@@ -259,7 +304,7 @@ fn block_fails(
             .zip(compiled_blocks)
             .position(|(block, compiled)| block_fails(block, compiled, p).is_none());
         if let Some(index) = holding {
-            return Some(format!("none_of: block {index} holds"));
+            return Some(Failure::NoneOf { index });
         }
     }
     None

@@ -144,6 +144,9 @@ pub(super) async fn record(
     };
     let memory = &ctx.daemon.stores().decisions.memory;
     loop {
+        let changed = memory.changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         match memory.claim(&params.session_id, &key) {
             Claim::Answered(first) => {
                 return Ok(RecordResult {
@@ -153,22 +156,14 @@ pub(super) async fn record(
                     risk_level: first.risk_level.clone(),
                 });
             }
-            Claim::Wait(mut pending) => {
-                let _ = pending.wait_for(Option::is_some).await;
-            }
+            Claim::Busy => changed.await,
             Claim::Mine(ticket) => {
                 let action = params.action_taken.clone();
                 let reply = params.reply_value.clone().unwrap_or_default();
-                return match append_record(ctx, params).await {
-                    Ok(result) => {
-                        memory.answer(ticket, Arc::new(recorded_answer(&result, action, reply)));
-                        Ok(result)
-                    }
-                    Err(error) => {
-                        memory.release(ticket);
-                        Err(error)
-                    }
-                };
+                // A failed append drops the ticket, which frees the key.
+                let result = append_record(ctx, params).await?;
+                ticket.answer(Arc::new(recorded_answer(&result, action, reply)));
+                return Ok(result);
             }
         }
     }
