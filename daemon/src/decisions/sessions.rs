@@ -9,7 +9,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use atlasbridge_protocol::methods::{EvaluateParams, SessionInfo, SessionStartParams};
+use atlasbridge_protocol::methods::{
+    EvaluateParams, RecordParams, SessionInfo, SessionStartParams,
+};
 
 /// Live sessions kept at most; a new one beyond is refused (-32005) until others end.
 pub const MAX_SESSIONS: usize = 10_000;
@@ -130,23 +132,60 @@ impl Sessions {
     /// Fills each field the event does not give itself from its registered session: the event's
     /// own values win, so an agent can still say that one prompt is on another branch.
     pub fn inherit(&self, event: &mut EvaluateParams) {
+        self.fill(
+            &event.session_id,
+            [
+                &mut event.agent_id,
+                &mut event.tool_id,
+                &mut event.repo,
+                &mut event.branch,
+                &mut event.ci_status,
+            ],
+            &mut event.session_tags,
+        );
+    }
+
+    /// The same for a recorded decision: the trace entry gets the session's agent, branch and
+    /// CI status when the record leaves them out.
+    pub fn inherit_record(&self, record: &mut RecordParams) {
+        self.fill(
+            &record.session_id,
+            [
+                &mut record.agent_id,
+                &mut record.tool_id,
+                &mut record.repo,
+                &mut record.branch,
+                &mut record.ci_status,
+            ],
+            &mut record.session_tags,
+        );
+    }
+
+    /// `fields` are agent, tool, repo, branch and CI status, in that order.
+    fn fill(
+        &self,
+        session_id: &str,
+        fields: [&mut Option<String>; 5],
+        tags: &mut Option<Vec<String>>,
+    ) {
         let live = self.lock();
-        let Some(session) = live.get(&event.session_id) else {
+        let Some(session) = live.get(session_id) else {
             return;
         };
-        for (field, registered) in [
-            (&mut event.agent_id, &session.agent_id),
-            (&mut event.tool_id, &session.tool_id),
-            (&mut event.repo, &session.repo),
-            (&mut event.branch, &session.branch),
-            (&mut event.ci_status, &session.ci_status),
-        ] {
+        let registered = [
+            &session.agent_id,
+            &session.tool_id,
+            &session.repo,
+            &session.branch,
+            &session.ci_status,
+        ];
+        for (field, registered) in fields.into_iter().zip(registered) {
             if field.is_none() {
                 field.clone_from(registered);
             }
         }
-        if event.session_tags.is_none() && !session.session_tags.is_empty() {
-            event.session_tags = Some(session.session_tags.clone());
+        if tags.is_none() && !session.session_tags.is_empty() {
+            *tags = Some(session.session_tags.clone());
         }
     }
 

@@ -214,3 +214,29 @@ fn sessions_from_the_cli() {
     none.assert_code(0);
     assert_eq!(none.stdout.trim(), "no live sessions");
 }
+
+#[test]
+fn recorded_decisions_inherit_the_session_too() {
+    let daemon = with_policy(CI_ONLY, "");
+    let mut conn = daemon.conn();
+    conn.ok(
+        "session.start",
+        json!({"session_id": "rec", "agent_id": "claude-code", "branch": "main", "ci_status": "failing"}),
+    );
+    let result = conn.ok(
+        "decision.record",
+        json!({
+            "session_id": "rec",
+            "prompt_id": "p",
+            "prompt_type": "yes_no",
+            "action_taken": "require_human",
+            "human_actor": "alice",
+        }),
+    );
+    let entry = entry_at(&daemon, &result["seq"]);
+    assert_eq!(entry["agent_id"], "claude-code", "{entry}");
+    assert_eq!(entry["branch"], "main");
+    assert_eq!(entry["ci_status_snapshot"], "failing");
+    let shown = conn.ok("session.show", json!({"session_id": "rec"}));
+    assert_eq!(shown["decisions"], 1, "{shown}");
+}

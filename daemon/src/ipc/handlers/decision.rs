@@ -136,11 +136,20 @@ pub(super) async fn evaluate(
 /// for `decision.evaluate` (they share the key space: one key, one decision).
 pub(super) async fn record(
     ctx: &RequestContext<'_>,
-    params: RecordParams,
+    mut params: RecordParams,
 ) -> Result<RecordResult, ErrorObject> {
     validate(&params)?;
+    ctx.daemon
+        .stores()
+        .decisions
+        .sessions
+        .inherit_record(&mut params);
+    let sessions = &ctx.daemon.stores().decisions.sessions;
+    let session_id = params.session_id.clone();
     let Some(key) = params.idempotency_key.clone().filter(|k| !k.is_empty()) else {
-        return append_record(ctx, params).await;
+        let result = append_record(ctx, params).await?;
+        sessions.count_decision(&session_id);
+        return Ok(result);
     };
     let memory = &ctx.daemon.stores().decisions.memory;
     loop {
@@ -162,6 +171,7 @@ pub(super) async fn record(
                 let reply = params.reply_value.clone().unwrap_or_default();
                 // A failed append drops the ticket, which frees the key.
                 let result = append_record(ctx, params).await?;
+                sessions.count_decision(&session_id);
                 ticket.answer(Arc::new(recorded_answer(&result, action, reply)));
                 return Ok(result);
             }
