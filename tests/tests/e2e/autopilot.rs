@@ -2,12 +2,9 @@
 //! the decision is still evaluated and recorded with the policy's own action; resume gives the
 //! policy back; a stop lasts until the daemon restarts; every transition is an audit event.
 
-use std::time::Duration;
-
-use rustix::process::Signal;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Sandbox, TestDaemon};
+use crate::support::{TestDaemon, with_policy};
 
 const POLICY: &str = r#"policy_version: "1"
 name: e2e-autopilot
@@ -31,17 +28,6 @@ defaults:
   low_confidence: deny
 "#;
 
-/// A pro daemon whose config points at `policy` (written to the sandbox as `policy.yaml`).
-fn with_policy(policy: &str, extra_config: &str) -> TestDaemon {
-    let sandbox = Sandbox::new();
-    std::fs::write(sandbox.path("policy.yaml"), policy).unwrap();
-    let config = format!(
-        "[policy]\nfile = \"{}\"\n{extra_config}",
-        sandbox.path("policy.yaml").display()
-    );
-    TestDaemon::start_in(sandbox, Options::default().edition("pro").config(&config))
-}
-
 fn event(session: &str, prompt: &str, text: &str) -> Value {
     json!({
         "session_id": session,
@@ -52,17 +38,10 @@ fn event(session: &str, prompt: &str, text: &str) -> Value {
     })
 }
 
-fn audit_events(daemon: &TestDaemon) -> Vec<Value> {
-    let mut conn = daemon.conn();
-    conn.ok("audit.read", json!({"from_seq": 0, "limit": 1000}))["entries"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 /// The autopilot events of the audit log, in order, as `(event_type, from, to)`.
 fn transitions(daemon: &TestDaemon) -> Vec<(String, String, String)> {
-    audit_events(daemon)
+    daemon
+        .audit_events()
         .iter()
         .filter(|e| {
             e["event_type"]
@@ -87,7 +66,7 @@ fn entry_at(daemon: &TestDaemon, seq: &Value) -> Value {
 
 #[test]
 fn pause_holds_answers_back_resume_gives_them_back_and_both_are_audited() {
-    let daemon = with_policy(POLICY, "");
+    let daemon = with_policy("pro", POLICY, "");
     let mut conn = daemon.conn();
     let status = conn.ok("autopilot.status", json!({}));
     assert_eq!(status["state"], "running", "{status}");
@@ -149,7 +128,8 @@ fn pause_holds_answers_back_resume_gives_them_back_and_both_are_audited() {
             ),
         ]
     );
-    let paused_event = audit_events(&daemon)
+    let paused_event = daemon
+        .audit_events()
         .into_iter()
         .find(|e| e["event_type"] == "autopilot_paused")
         .unwrap();
@@ -160,7 +140,7 @@ fn pause_holds_answers_back_resume_gives_them_back_and_both_are_audited() {
 
 #[test]
 fn stop_holds_answers_back_until_the_daemon_restarts() {
-    let mut daemon = with_policy(POLICY, "");
+    let mut daemon = with_policy("pro", POLICY, "");
     let mut conn = daemon.conn();
     conn.ok("autopilot.pause", json!({}));
     let stopped = conn.ok("autopilot.stop", json!({}));
@@ -233,9 +213,7 @@ fn stop_holds_answers_back_until_the_daemon_restarts() {
     );
 
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
-    daemon.launch();
+    daemon.restart();
     let mut conn = daemon.conn();
     assert_eq!(conn.ok("autopilot.status", json!({}))["state"], "running");
     let answer = conn.ok("decision.evaluate", event("s", "p2", "Continue? [y/n]"));
@@ -244,7 +222,7 @@ fn stop_holds_answers_back_until_the_daemon_restarts() {
 
 #[test]
 fn the_cli_pauses_and_resumes() {
-    let daemon = with_policy(POLICY, "");
+    let daemon = with_policy("pro", POLICY, "");
     let paused = daemon.cli(&["autopilot", "pause"]);
     paused.assert_code(0);
     assert!(

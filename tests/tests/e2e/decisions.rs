@@ -2,12 +2,10 @@
 //! it is sent, repeats are idempotent across restarts, caps survive restarts, a broken reload
 //! keeps the old policy, and many agents at once each get exactly one entry.
 
-use std::time::Duration;
-
 use rustix::process::Signal;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Sandbox, TestDaemon, eventually};
+use crate::support::{Options, TestDaemon, eventually, with_policy};
 
 const FULL: &str = r#"policy_version: "1"
 name: e2e-full
@@ -32,17 +30,6 @@ defaults:
   low_confidence: deny
 "#;
 
-/// A pro daemon whose config points at `policy` (written to the sandbox as `policy.yaml`).
-fn with_policy(policy: &str, extra_config: &str) -> TestDaemon {
-    let sandbox = Sandbox::new();
-    std::fs::write(sandbox.path("policy.yaml"), policy).unwrap();
-    let config = format!(
-        "[policy]\nfile = \"{}\"\n{extra_config}",
-        sandbox.path("policy.yaml").display()
-    );
-    TestDaemon::start_in(sandbox, Options::default().edition("pro").config(&config))
-}
-
 fn event(session: &str, prompt: &str, text: &str) -> Value {
     json!({
         "session_id": session,
@@ -53,14 +40,6 @@ fn event(session: &str, prompt: &str, text: &str) -> Value {
         "tool_id": "claude_code",
         "branch": "feature/x",
     })
-}
-
-fn audit_events(daemon: &TestDaemon) -> Vec<Value> {
-    let mut conn = daemon.conn();
-    conn.ok("audit.read", json!({"from_seq": 0, "limit": 1000}))["entries"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 #[test]
@@ -85,7 +64,7 @@ fn without_a_policy_file_the_built_in_default_asks_a_person() {
 
 #[test]
 fn the_policy_decides_and_the_entry_is_in_the_trace_before_the_answer() {
-    let daemon = with_policy(FULL, "");
+    let daemon = with_policy("pro", FULL, "");
     let mut conn = daemon.conn();
     let yes = conn.ok("decision.evaluate", event("s", "p1", "Continue? [y/n]"));
     assert_eq!(
@@ -125,7 +104,7 @@ fn the_policy_decides_and_the_entry_is_in_the_trace_before_the_answer() {
 
 #[test]
 fn max_auto_replies_is_counted_from_the_trace_across_a_restart() {
-    let mut daemon = with_policy(FULL, "");
+    let mut daemon = with_policy("pro", FULL, "");
     let mut conn = daemon.conn();
     for i in 0..2 {
         let answer = conn.ok(
@@ -149,9 +128,7 @@ fn max_auto_replies_is_counted_from_the_trace_across_a_restart() {
     );
     assert_eq!(other["action"], "auto_reply", "the cap is per session");
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
-    daemon.launch();
+    daemon.restart();
     let after = daemon
         .conn()
         .ok("decision.evaluate", event("s", "p3", "Continue? [y/n]"));
@@ -163,7 +140,7 @@ fn max_auto_replies_is_counted_from_the_trace_across_a_restart() {
 
 #[test]
 fn a_repeated_idempotency_key_gets_the_first_answer_and_appends_nothing_even_after_a_restart() {
-    let mut daemon = with_policy(FULL, "");
+    let mut daemon = with_policy("pro", FULL, "");
     let mut conn = daemon.conn();
     let mut first_event = event("s", "p1", "Continue? [y/n]");
     first_event["idempotency_key"] = json!("k-1");
@@ -178,9 +155,7 @@ fn a_repeated_idempotency_key_gets_the_first_answer_and_appends_nothing_even_aft
     assert_eq!(keyless_again["seq"], keyless["seq"]);
     let head = conn.ok("trace.head", json!({}))["seq"].clone();
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
-    daemon.launch();
+    daemon.restart();
     let mut conn = daemon.conn();
     let after = conn.ok("decision.evaluate", first_event);
     assert_eq!(after["seq"], first["seq"], "{after}");
@@ -194,7 +169,7 @@ fn a_repeated_idempotency_key_gets_the_first_answer_and_appends_nothing_even_aft
 
 #[test]
 fn a_broken_reload_keeps_the_active_policy_and_says_why() {
-    let daemon = with_policy(FULL, "");
+    let daemon = with_policy("pro", FULL, "");
     let mut conn = daemon.conn();
     let before = conn.ok("policy.status", json!({}));
     assert_eq!(before["name"], "e2e-full");
@@ -215,7 +190,8 @@ fn a_broken_reload_keeps_the_active_policy_and_says_why() {
     let still = conn.ok("decision.evaluate", event("s", "p", "Continue? [y/n]"));
     assert_eq!(still["policy_hash"], before["policy_hash"]);
     assert!(
-        audit_events(&daemon)
+        daemon
+            .audit_events()
             .iter()
             .any(|e| e["event_type"] == "policy_load_failed")
     );
@@ -234,7 +210,7 @@ fn a_broken_reload_keeps_the_active_policy_and_says_why() {
 
 #[test]
 fn a_policy_that_does_not_load_at_start_fails_decisions_closed() {
-    let daemon = with_policy("policy_version: 1\n", "");
+    let daemon = with_policy("pro", "policy_version: 1\n", "");
     let mut conn = daemon.conn();
     let refused = conn.err("decision.evaluate", event("s", "p", "Continue? [y/n]"));
     assert_eq!(refused["code"], -32001, "{refused}");
@@ -243,7 +219,7 @@ fn a_policy_that_does_not_load_at_start_fails_decisions_closed() {
 
 #[test]
 fn the_risk_threshold_holds_back_a_risky_auto_reply() {
-    let daemon = with_policy(FULL, "[risk]\nrequire_human_at = \"critical\"\n");
+    let daemon = with_policy("pro", FULL, "[risk]\nrequire_human_at = \"critical\"\n");
     let mut conn = daemon.conn();
     let answer = conn.ok(
         "decision.evaluate",
@@ -257,7 +233,7 @@ fn the_risk_threshold_holds_back_a_risky_auto_reply() {
 
 #[test]
 fn two_hundred_concurrent_agents_each_get_exactly_one_entry() {
-    let daemon = with_policy(FULL, "[daemon]\nmax_connections = 512\n");
+    let daemon = with_policy("pro", FULL, "[daemon]\nmax_connections = 512\n");
     let socket = daemon.socket();
     let agents: Vec<_> = (0..200)
         .map(|agent| {
@@ -304,7 +280,7 @@ fn two_hundred_concurrent_agents_each_get_exactly_one_entry() {
 
 #[test]
 fn decide_answers_with_its_exit_status() {
-    let daemon = with_policy(FULL, "");
+    let daemon = with_policy("pro", FULL, "");
     let yes = daemon.cli(&[
         "decide",
         "--session",
@@ -380,7 +356,7 @@ fn decide_answers_with_its_exit_status() {
 
 #[test]
 fn policy_status_and_reload_from_the_cli() {
-    let daemon = with_policy(FULL, "");
+    let daemon = with_policy("pro", FULL, "");
     let status = daemon.cli(&["policy", "status", "--json"]);
     status.assert_code(0);
     assert_eq!(status.json()["name"], "e2e-full");
@@ -422,9 +398,7 @@ fn a_repeated_record_with_the_same_key_is_stored_once_even_after_a_restart() {
     let again = conn.ok("decision.record", record.clone());
     assert_eq!(again["seq"], first["seq"]);
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
-    daemon.launch();
+    daemon.restart();
     let mut conn = daemon.conn();
     assert_eq!(conn.ok("decision.record", record)["seq"], first["seq"]);
     assert_eq!(

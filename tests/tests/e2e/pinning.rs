@@ -2,27 +2,14 @@
 //! changes, a session pin beats an agent pin, a mismatched expectation is -32002, pins survive a
 //! restart, and every pin and unpin is audited.
 
-use std::time::Duration;
-
-use rustix::process::Signal;
 use serde_json::{Value, json};
 
-use crate::support::{Options, Sandbox, TestDaemon};
+use crate::support::{TestDaemon, with_policy};
 
 fn policy(reply: &str) -> String {
     format!(
         "policy_version: \"1\"\nname: pin-{reply}\nautonomy_mode: full\nrules:\n  - id: yes\n    match:\n      prompt_type: [yes_no]\n    action:\n      type: auto_reply\n      value: \"{reply}\"\n"
     )
-}
-
-fn start(edition: &str) -> TestDaemon {
-    let sandbox = Sandbox::new();
-    std::fs::write(sandbox.path("policy.yaml"), policy("y")).unwrap();
-    let config = format!(
-        "[policy]\nfile = \"{}\"\n",
-        sandbox.path("policy.yaml").display()
-    );
-    TestDaemon::start_in(sandbox, Options::default().edition(edition).config(&config))
 }
 
 fn evaluate(daemon: &TestDaemon, session: &str, agent: &str) -> Value {
@@ -41,7 +28,7 @@ fn rand_id() -> u128 {
 
 #[test]
 fn a_pinned_session_keeps_its_version_while_the_active_policy_changes() {
-    let mut daemon = start("pro");
+    let mut daemon = with_policy("pro", &policy("y"), "");
     let file = daemon.sandbox.path("policy.yaml");
     let pinned = daemon.cli(&[
         "policy",
@@ -102,9 +89,7 @@ fn a_pinned_session_keeps_its_version_while_the_active_policy_changes() {
     versions.assert_code(0);
     assert_eq!(versions.json()["versions"].as_array().unwrap().len(), 2);
 
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
-    daemon.launch();
+    daemon.restart();
     assert_eq!(
         evaluate(&daemon, "s1", "x")["policy_hash"],
         old_hash.as_str(),
@@ -134,7 +119,7 @@ fn a_pinned_session_keeps_its_version_while_the_active_policy_changes() {
 
 #[test]
 fn pinning_an_unknown_hash_is_refused_and_the_feature_gates_it() {
-    let daemon = start("pro");
+    let daemon = with_policy("pro", &policy("y"), "");
     let out = daemon.cli(&["policy", "pin", &"0".repeat(64), "--agent", "a"]);
     out.assert_code(1);
     assert!(
@@ -144,7 +129,7 @@ fn pinning_an_unknown_hash_is_refused_and_the_feature_gates_it() {
     );
     daemon.cli(&["policy", "pin", "x"]).assert_code(2);
 
-    let community = start("community");
+    let community = with_policy("community", &policy("y"), "");
     let file = community.sandbox.path("policy.yaml");
     community
         .cli(&["policy", "pin", file.to_str().unwrap(), "--agent", "a"])

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, Sandbox, TestDaemon};
+use crate::support::{TestDaemon, with_policy};
 
 /// Only a `ci` session gets automatic answers.
 const CI_ONLY: &str = r#"policy_version: "1"
@@ -23,17 +23,6 @@ defaults:
   low_confidence: deny
 "#;
 
-/// A pro daemon whose config points at `policy` (written to the sandbox as `policy.yaml`).
-fn with_policy(policy: &str, extra_config: &str) -> TestDaemon {
-    let sandbox = Sandbox::new();
-    std::fs::write(sandbox.path("policy.yaml"), policy).unwrap();
-    let config = format!(
-        "[policy]\nfile = \"{}\"\n{extra_config}",
-        sandbox.path("policy.yaml").display()
-    );
-    TestDaemon::start_in(sandbox, Options::default().edition("pro").config(&config))
-}
-
 /// An event that gives nothing but what it must.
 fn bare(session: &str, prompt: &str) -> Value {
     json!({
@@ -51,10 +40,8 @@ fn entry_at(daemon: &TestDaemon, seq: &Value) -> Value {
 }
 
 fn audit_types(daemon: &TestDaemon) -> Vec<String> {
-    let mut conn = daemon.conn();
-    conn.ok("audit.read", json!({"from_seq": 0, "limit": 1000}))["entries"]
-        .as_array()
-        .unwrap()
+    daemon
+        .audit_events()
         .iter()
         .map(|e| e["event_type"].as_str().unwrap().to_owned())
         .collect()
@@ -62,7 +49,7 @@ fn audit_types(daemon: &TestDaemon) -> Vec<String> {
 
 #[test]
 fn events_inherit_the_registered_session_and_their_own_values_win() {
-    let daemon = with_policy(CI_ONLY, "");
+    let daemon = with_policy("pro", CI_ONLY, "");
     let mut conn = daemon.conn();
     assert_eq!(conn.ok("daemon.status", json!({}))["sessions"], 0);
     let unregistered = conn.ok("decision.evaluate", bare("build-1", "p0"));
@@ -168,7 +155,7 @@ fn events_inherit_the_registered_session_and_their_own_values_win() {
 
 #[test]
 fn sessions_from_the_cli() {
-    let daemon = with_policy(CI_ONLY, "");
+    let daemon = with_policy("pro", CI_ONLY, "");
     let started = daemon.cli(&[
         "session", "start", "cli-1", "--agent", "a", "--branch", "main", "--tag", "ci",
     ]);
@@ -217,7 +204,7 @@ fn sessions_from_the_cli() {
 
 #[test]
 fn recorded_decisions_inherit_the_session_too() {
-    let daemon = with_policy(CI_ONLY, "");
+    let daemon = with_policy("pro", CI_ONLY, "");
     let mut conn = daemon.conn();
     conn.ok(
         "session.start",

@@ -126,6 +126,15 @@ impl Options {
     }
 }
 
+/// A daemon of `edition` whose config points at `policy` (written to the sandbox as
+/// `policy.yaml`), with `extra_config` appended to the config.
+pub fn with_policy(edition: &str, policy: &str, extra_config: &str) -> TestDaemon {
+    let sandbox = Sandbox::new();
+    let file = sandbox.write("policy.yaml", policy);
+    let config = format!("[policy]\nfile = \"{}\"\n{extra_config}", file.display());
+    TestDaemon::start_in(sandbox, Options::default().edition(edition).config(&config))
+}
+
 /// A running `atlasbridged` in its own sandbox.
 #[derive(Debug)]
 pub struct TestDaemon {
@@ -276,6 +285,38 @@ impl TestDaemon {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, and the clean exit that must follow within 5 s.
+    pub fn stop(&mut self) {
+        self.signal(rustix::process::Signal::TERM);
+        let status = self.wait_exit(Duration::from_secs(5));
+        assert!(
+            status.success(),
+            "atlasbridged exited with {status}:\n{}",
+            self.log()
+        );
+    }
+
+    /// A clean stop, then a start on the same sandbox and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Every audit event so far, read over the socket page by page.
+    pub fn audit_events(&self) -> Vec<Value> {
+        let mut conn = self.conn();
+        let mut events = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = conn.ok("audit.read", json!({"from_seq": from, "limit": 1000}));
+            events.extend(page["entries"].as_array().unwrap().iter().cloned());
+            match page["next_seq"].as_u64() {
+                Some(next) => from = next,
+                None => return events,
+            }
         }
     }
 

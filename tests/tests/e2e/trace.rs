@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rustix::process::Signal;
 use serde_json::{Value, json};
@@ -45,22 +44,21 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn trace_dir(daemon: &TestDaemon) -> PathBuf {
-    daemon.sandbox.data_dir().join("trace")
+/// Records `count` decisions (prompts `p0`, `p1`, …), stops the daemon cleanly, and returns the
+/// last result.
+fn record_then_stop(daemon: &mut TestDaemon, count: usize) -> Value {
+    let mut conn = daemon.conn();
+    let mut last = Value::Null;
+    for i in 0..count {
+        last = conn.ok("decision.record", record_params("s", &format!("p{i}")));
+    }
+    drop(conn);
+    daemon.stop();
+    last
 }
 
-fn audit_events(daemon: &TestDaemon) -> Vec<Value> {
-    let mut conn = daemon.conn();
-    let mut events = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = conn.ok("audit.read", json!({"from_seq": from, "limit": 1000}));
-        events.extend(page["entries"].as_array().unwrap().iter().cloned());
-        match page["next_seq"].as_u64() {
-            Some(next) => from = next,
-            None => return events,
-        }
-    }
+fn trace_dir(daemon: &TestDaemon) -> PathBuf {
+    daemon.sandbox.data_dir().join("trace")
 }
 
 fn all_entries(conn: &mut Conn) -> Vec<Value> {
@@ -177,8 +175,7 @@ fn a_rotated_v1_set_written_by_the_daemon_migrates_once_and_verifies() {
         conn.ok("decision.record", record_params("s", &format!("old-{i}")));
     }
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    daemon.stop();
     let v1 = daemon.sandbox.data_dir().join("autopilot_decisions.jsonl");
     std::fs::rename(
         &v1,
@@ -243,8 +240,7 @@ fn a_rotated_v1_set_written_by_the_daemon_migrates_once_and_verifies() {
 
     // Verification is a pro feature and the running daemon is community: ask offline.
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    daemon.stop();
     let check = daemon.cli_with(
         &["trace", "integrity-check", out.to_str().unwrap(), "--json"],
         &[("ATLASBRIDGE_EDITION", "pro")],
@@ -462,13 +458,7 @@ fn segments_rotate_under_load_and_the_chain_continues_across_files() {
 #[test]
 fn a_torn_last_line_is_cut_at_start_and_audited() {
     let mut daemon = TestDaemon::start_with(pro());
-    let mut conn = daemon.conn();
-    for i in 0..5 {
-        conn.ok("decision.record", record_params("s", &format!("p{i}")));
-    }
-    drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    record_then_stop(&mut daemon, 5);
     let last = segments(&trace_dir(&daemon)).pop().unwrap();
     let mut bytes = std::fs::read(&last).unwrap();
     let whole = bytes.len();
@@ -481,7 +471,8 @@ fn a_torn_last_line_is_cut_at_start_and_audited() {
     assert_eq!(std::fs::metadata(&last).unwrap().len() as usize, whole);
     let next = conn.ok("decision.record", record_params("s", "p5"));
     assert_eq!(next["seq"], 5);
-    let recovered = audit_events(&daemon)
+    let recovered = daemon
+        .audit_events()
         .into_iter()
         .find(|e| e["event_type"] == "trace_recovered")
         .unwrap();
@@ -492,13 +483,7 @@ fn a_torn_last_line_is_cut_at_start_and_audited() {
 #[test]
 fn a_tampered_tail_stops_appends_until_repair_which_deletes_nothing() {
     let mut daemon = TestDaemon::start_with(pro());
-    let mut conn = daemon.conn();
-    for i in 0..6 {
-        conn.ok("decision.record", record_params("s", &format!("p{i}")));
-    }
-    drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    record_then_stop(&mut daemon, 6);
     let last = segments(&trace_dir(&daemon)).pop().unwrap();
     let text = std::fs::read_to_string(&last).unwrap();
     let edited = text.replacen("\"prompt_id\":\"p3\"", "\"prompt_id\":\"pX\"", 1);
@@ -536,7 +521,7 @@ fn a_tampered_tail_stops_appends_until_repair_which_deletes_nothing() {
         edited,
         "the broken segment is kept as it is"
     );
-    let events = audit_events(&daemon);
+    let events = daemon.audit_events();
     assert!(events.iter().any(|e| e["event_type"] == "chain_broken"));
     let repaired = events
         .iter()
@@ -556,14 +541,7 @@ fn a_tampered_tail_stops_appends_until_repair_which_deletes_nothing() {
 #[test]
 fn an_emptied_trace_directory_is_reported_not_silently_restarted() {
     let mut daemon = TestDaemon::start_with(pro());
-    let mut conn = daemon.conn();
-    let mut last = Value::Null;
-    for i in 0..5 {
-        last = conn.ok("decision.record", record_params("s", &format!("p{i}")));
-    }
-    drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    let last = record_then_stop(&mut daemon, 5);
     for segment in segments(&trace_dir(&daemon)) {
         std::fs::remove_file(segment).unwrap();
     }
@@ -585,7 +563,8 @@ fn an_emptied_trace_directory_is_reported_not_silently_restarted() {
         -32004
     );
     assert!(
-        audit_events(&daemon)
+        daemon
+            .audit_events()
             .iter()
             .any(|e| e["event_type"] == "entries_missing")
     );
@@ -601,14 +580,7 @@ fn an_emptied_trace_directory_is_reported_not_silently_restarted() {
 #[test]
 fn a_removed_trace_directory_is_reported_from_the_state_file_and_repaired() {
     let mut daemon = TestDaemon::start_with(pro());
-    let mut conn = daemon.conn();
-    let mut last = Value::Null;
-    for i in 0..3 {
-        last = conn.ok("decision.record", record_params("s", &format!("p{i}")));
-    }
-    drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    let last = record_then_stop(&mut daemon, 3);
     std::fs::remove_dir_all(trace_dir(&daemon)).unwrap();
 
     let out = daemon.cli(&["trace", "integrity-check", "--json"]);
@@ -630,7 +602,8 @@ fn a_removed_trace_directory_is_reported_from_the_state_file_and_repaired() {
     let mut conn = daemon.conn();
     assert_eq!(conn.ok("daemon.status", json!({}))["health"], "broken");
     assert!(
-        audit_events(&daemon)
+        daemon
+            .audit_events()
             .iter()
             .any(|e| e["event_type"] == "entries_missing")
     );
@@ -664,8 +637,7 @@ fn checkpoints_come_every_interval_when_idle_and_at_shutdown() {
     );
     drop(conn);
     let idle = count();
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    daemon.stop();
     assert!(count() > idle, "a checkpoint at shutdown");
     let report = daemon.cli(&["trace", "integrity-check", "--json"]);
     report.assert_code(0);
@@ -683,8 +655,7 @@ fn a_deleted_checkpoints_file_is_caught_and_the_daemon_reanchors_on_record() {
     let mut conn = daemon.conn();
     conn.ok("decision.record", record_params("s", "p0"));
     drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    daemon.stop();
     std::fs::remove_file(trace_dir(&daemon).join("checkpoints.jsonl")).unwrap();
     let out = daemon.cli(&["trace", "integrity-check", "--json"]);
     out.assert_code(1);
@@ -695,7 +666,8 @@ fn a_deleted_checkpoints_file_is_caught_and_the_daemon_reanchors_on_record() {
         out.stdout
     );
     daemon.launch();
-    let event = audit_events(&daemon)
+    let event = daemon
+        .audit_events()
         .into_iter()
         .find(|e| e["event_type"] == "checkpoints_reanchored");
     assert!(event.is_some(), "the re-anchoring is an audit event");
@@ -705,13 +677,7 @@ fn a_deleted_checkpoints_file_is_caught_and_the_daemon_reanchors_on_record() {
 fn checkpoints_exported_elsewhere_catch_a_rewritten_chain() {
     let mut daemon =
         TestDaemon::start_with(pro().config("[trace]\ncheckpoint_every_entries = 5\n"));
-    let mut conn = daemon.conn();
-    for i in 0..12 {
-        conn.ok("decision.record", record_params("s", &format!("p{i}")));
-    }
-    drop(conn);
-    daemon.signal(Signal::TERM);
-    daemon.wait_exit(Duration::from_secs(5));
+    record_then_stop(&mut daemon, 12);
     let exported = daemon.sandbox.path("witness.jsonl");
     daemon
         .cli(&[
