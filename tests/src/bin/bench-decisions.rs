@@ -22,21 +22,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../bench_support.rs"]
+mod bench_support;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
 use atlasbridge_protocol::policy::load_file;
 use atlasbridge_protocol::trace::{VerifyOptions, verify_path};
+use bench_support::{Daemon, drive, percentile};
 
 struct Settings {
     daemon: PathBuf,
@@ -406,58 +407,6 @@ defaults:
   low_confidence: deny
 "#;
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    /// Starts `binary` in `dir` with `config` (TOML) and waits for its socket.
-    fn start(binary: &Path, dir: &Path, config: &str) -> Self {
-        let socket = dir.join("run/d.sock");
-        let run = socket.parent().unwrap();
-        std::fs::create_dir_all(run).unwrap();
-        std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        let config_file = dir.join("config.toml");
-        std::fs::write(&config_file, config).unwrap();
-        let child = Command::new(binary)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&config_file)
-            .arg("--edition")
-            .arg("pro")
-            .env("ATLASBRIDGE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (run `cargo build --release` first)",
-                    binary.display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, socket }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.child),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
 /// What the clients send.
 #[derive(Debug, Clone, Copy)]
 enum Load {
@@ -469,9 +418,7 @@ enum Load {
     Noop,
 }
 
-impl Load {
-    /// One request line. Built by hand: the clients share the two cores with the daemon, and
-    /// what they spend is not the daemon's throughput.
+impl bench_support::Load for Load {
     fn request(self, client: usize, id: u64) -> Vec<u8> {
         match self {
             Self::Evaluate(run) => format!(
@@ -491,76 +438,13 @@ impl Load {
         .into_bytes()
     }
 
-    /// Whether `line` is the reply expected: a result, and for a decision `auto_reply`.
+    /// A result, and for a decision `auto_reply`.
     fn succeeded(self, line: &str) -> bool {
         line.contains(r#""result":"#)
             && match self {
                 Self::Evaluate(_) => line.contains(r#""action":"auto_reply""#),
                 Self::Noop => true,
             }
-    }
-}
-
-struct Run {
-    replies: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-/// `clients` connections, each keeping `window` requests of `load` in flight, for `seconds`.
-/// Every reply must be the one expected ([`Load::succeeded`]).
-fn drive(socket: &Path, load: Load, clients: usize, window: usize, seconds: f64) -> Run {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|client| {
-            let stop = Arc::clone(&stop);
-            let socket = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let stream = UnixStream::connect(&socket).unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut sent_at = std::collections::VecDeque::new();
-                let mut latencies = Vec::new();
-                let mut next_id = 0u64;
-                let mut done = 0u64;
-                let mut line = String::new();
-                loop {
-                    while sent_at.len() < window && !stop.load(Ordering::Relaxed) {
-                        writer.write_all(&load.request(client, next_id)).unwrap();
-                        sent_at.push_back(Instant::now());
-                        next_id += 1;
-                    }
-                    if sent_at.is_empty() {
-                        break;
-                    }
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    assert!(load.succeeded(&line), "request failed: {line}");
-                    // Replies may come back in any order; with one in flight the pairing is exact.
-                    let sent = sent_at.pop_front().unwrap();
-                    if window == 1 {
-                        latencies.push(sent.elapsed());
-                    }
-                    done += 1;
-                }
-                (done, latencies)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    let mut replies = 0;
-    let mut latencies = Vec::new();
-    for handle in handles {
-        let (done, mut l) = handle.join().unwrap();
-        replies += done;
-        latencies.append(&mut l);
-    }
-    Run {
-        replies,
-        elapsed: started.elapsed(),
-        latencies,
     }
 }
 
@@ -588,11 +472,6 @@ fn ping_pong(seconds: f64) -> Vec<Duration> {
     echo.join().unwrap();
     latencies.sort();
     latencies
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 /// The rows: (clients, in flight per client).
@@ -638,7 +517,7 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             },
             clients,
             window,
-            rate: run.replies as f64 / run.elapsed.as_secs_f64(),
+            rate: run.rate(),
             latencies: run.latencies,
         }
     };

@@ -16,15 +16,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+#[path = "../bench_support.rs"]
+mod bench_support;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atlasbridge_protocol::trace::{GENESIS_PREV_HASH, VerifyOptions, seal, verify_path};
+use bench_support::{Daemon, Load, best_of_three, cores, drive, percentile};
 use serde_json::{Map, Value, json};
 
 struct Settings {
@@ -95,142 +96,30 @@ fn main() {
     }
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
 // Appends.
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
+/// `decision.record` of one `auto_reply`, with a unique prompt and idempotency key.
+#[derive(Clone, Copy)]
+struct Record;
 
-impl Daemon {
-    fn start(binary: &Path, dir: &Path) -> Self {
-        let socket = dir.join("run/d.sock");
-        std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
-        std::fs::set_permissions(
-            socket.parent().unwrap(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+impl Load for Record {
+    fn request(self, client: usize, id: u64) -> Vec<u8> {
+        format!(
+            concat!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"decision.record","params":{{"#,
+                r#""session_id":"bench-session-{client}","agent_id":"claude-code","#,
+                r#""prompt_id":"prompt-{client}-{id}","prompt_type":"yes_no","confidence":"high","#,
+                r#""action_taken":"auto_reply","reply_value":"y","idempotency_key":"idem-{client}-{id}"}}}}"#,
+                "\n"
+            ),
+            id = id,
+            client = client
         )
-        .unwrap();
-        let config = dir.join("config.toml");
-        std::fs::write(&config, "[daemon]\nmax_connections = 256\n").unwrap();
-        let child = Command::new(binary)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--edition")
-            .arg("pro")
-            .env("ATLASBRIDGE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (run `cargo build --release` first)",
-                    binary.display()
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child, socket }
+        .into_bytes()
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.child),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-/// One `decision.record` request line. Built by hand: the clients share the two cores with the
-/// daemon, and what they spend is not the daemon's throughput.
-fn request(id: u64, client: usize) -> Vec<u8> {
-    format!(
-        concat!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"decision.record","params":{{"#,
-            r#""session_id":"bench-session-{client}","agent_id":"claude-code","#,
-            r#""prompt_id":"prompt-{client}-{id}","prompt_type":"yes_no","confidence":"high","#,
-            r#""action_taken":"auto_reply","reply_value":"y","idempotency_key":"idem-{client}-{id}"}}}}"#,
-            "\n"
-        ),
-        id = id,
-        client = client
-    )
-    .into_bytes()
-}
-
-struct Run {
-    entries: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-/// `clients` connections, each keeping `window` requests in flight, for `seconds`.
-fn drive(socket: &Path, clients: usize, window: usize, seconds: f64) -> Run {
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|client| {
-            let stop = Arc::clone(&stop);
-            let socket = socket.to_path_buf();
-            std::thread::spawn(move || {
-                let stream = UnixStream::connect(&socket).unwrap();
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                let mut sent_at = std::collections::VecDeque::new();
-                let mut latencies = Vec::new();
-                let mut next_id = 0u64;
-                let mut done = 0u64;
-                let mut line = String::new();
-                loop {
-                    while sent_at.len() < window && !stop.load(Ordering::Relaxed) {
-                        writer.write_all(&request(next_id, client)).unwrap();
-                        sent_at.push_back(Instant::now());
-                        next_id += 1;
-                    }
-                    if sent_at.is_empty() {
-                        break;
-                    }
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    assert!(line.contains(r#""result":"#), "append failed: {line}");
-                    // Replies may come back in any order; with one in flight the pairing is exact.
-                    let sent = sent_at.pop_front().unwrap();
-                    if window == 1 {
-                        latencies.push(sent.elapsed());
-                    }
-                    done += 1;
-                }
-                (done, latencies)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    let mut entries = 0;
-    let mut latencies = Vec::new();
-    for handle in handles {
-        let (done, mut l) = handle.join().unwrap();
-        entries += done;
-        latencies.append(&mut l);
-    }
-    Run {
-        entries,
-        elapsed: started.elapsed(),
-        latencies,
+    fn succeeded(self, line: &str) -> bool {
+        line.contains(r#""result":"#)
     }
 }
 
@@ -254,17 +143,12 @@ fn fsync_baseline(dir: &Path, line_len: usize, seconds: f64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 fn append_benchmarks(settings: &Settings, work: &Path) {
     let dir = work.join("append");
     std::fs::create_dir_all(&dir).unwrap();
-    let daemon = Daemon::start(&settings.daemon, &dir);
+    let daemon = Daemon::start(&settings.daemon, &dir, "[daemon]\nmax_connections = 256\n");
     // Warm up: the first segment, the keys, the page cache.
-    drive(&daemon.socket, 4, 4, 0.5);
+    drive(&daemon.socket, Record, 4, 4, 0.5);
     let line_len = average_line_len(&dir.join("data/trace"));
     let baseline = fsync_baseline(&dir, line_len, settings.seconds.min(3.0));
 
@@ -286,8 +170,8 @@ fn append_benchmarks(settings: &Settings, work: &Path) {
             if settings.only.is_some_and(|only| only != (clients, window)) {
                 continue;
             }
-            let run = drive(&daemon.socket, clients, window, settings.seconds);
-            let rate = run.entries as f64 / run.elapsed.as_secs_f64();
+            let run = drive(&daemon.socket, Record, clients, window, settings.seconds);
+            let rate = run.rate();
             println!(
                 "| {clients} | {window} | {rate:.0} | {:.1} |",
                 rate / baseline
@@ -381,19 +265,6 @@ fn write_trace(path: &Path, entries: u64) -> u64 {
     }
     out.flush().unwrap();
     bytes
-}
-
-/// The best of three, after one run that warms the page cache.
-fn best_of_three(mut run: impl FnMut()) -> Duration {
-    run();
-    (0..3)
-        .map(|_| {
-            let started = Instant::now();
-            run();
-            started.elapsed()
-        })
-        .min()
-        .unwrap()
 }
 
 fn verify_benchmarks(settings: &Settings, work: &Path) {

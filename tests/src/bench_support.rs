@@ -1,0 +1,174 @@
+//! What the benchmark binaries share: the release daemon in a work directory, closed-loop
+//! socket clients, and a few statistics. Included by each binary with `#[path]`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The release `atlasbridged` (pro edition, warnings only) on a socket in `dir`.
+pub(crate) struct Daemon {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `binary` in `dir` with `config` (TOML) and waits for its socket.
+    pub(crate) fn start(binary: &Path, dir: &Path, config: &str) -> Self {
+        let socket = dir.join("run/d.sock");
+        let run = socket.parent().unwrap();
+        std::fs::create_dir_all(run).unwrap();
+        std::fs::set_permissions(run, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let config_file = dir.join("config.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let child = Command::new(binary)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&config_file)
+            .arg("--edition")
+            .arg("pro")
+            .env("ATLASBRIDGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (run `cargo build --release` first)",
+                    binary.display()
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, socket }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// What the clients send, and what a good reply looks like.
+pub(crate) trait Load: Copy + Send + 'static {
+    /// One request line. Built by hand: the clients share the cores with the daemon, and what
+    /// they spend is not the daemon's throughput.
+    fn request(self, client: usize, id: u64) -> Vec<u8>;
+    /// Whether `line` is the reply expected.
+    fn succeeded(self, line: &str) -> bool;
+}
+
+/// The outcome of [`drive`].
+pub(crate) struct Run {
+    pub replies: u64,
+    pub elapsed: Duration,
+    /// Round trips, when one request was in flight per client.
+    pub latencies: Vec<Duration>,
+}
+
+impl Run {
+    pub(crate) fn rate(&self) -> f64 {
+        self.replies as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `clients` connections, each keeping `window` requests of `load` in flight, for `seconds`.
+/// Every reply must be the one expected.
+pub(crate) fn drive(
+    socket: &Path,
+    load: impl Load,
+    clients: usize,
+    window: usize,
+    seconds: f64,
+) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|client| {
+            let stop = Arc::clone(&stop);
+            let socket = socket.to_path_buf();
+            std::thread::spawn(move || {
+                let stream = UnixStream::connect(&socket).unwrap();
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut sent_at = std::collections::VecDeque::new();
+                let mut latencies = Vec::new();
+                let mut next_id = 0u64;
+                let mut done = 0u64;
+                let mut line = String::new();
+                loop {
+                    while sent_at.len() < window && !stop.load(Ordering::Relaxed) {
+                        writer.write_all(&load.request(client, next_id)).unwrap();
+                        sent_at.push_back(Instant::now());
+                        next_id += 1;
+                    }
+                    if sent_at.is_empty() {
+                        break;
+                    }
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    assert!(load.succeeded(&line), "request failed: {line}");
+                    // Replies may come back in any order; with one in flight the pairing is exact.
+                    let sent = sent_at.pop_front().unwrap();
+                    if window == 1 {
+                        latencies.push(sent.elapsed());
+                    }
+                    done += 1;
+                }
+                (done, latencies)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut replies = 0;
+    let mut latencies = Vec::new();
+    for handle in handles {
+        let (done, mut l) = handle.join().unwrap();
+        replies += done;
+        latencies.append(&mut l);
+    }
+    Run {
+        replies,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// The value at `p` (0–1) of sorted samples.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// The best of three timed runs, after one run that warms the caches.
+pub(crate) fn best_of_three(mut run: impl FnMut()) -> Duration {
+    run();
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            run();
+            started.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
