@@ -3,6 +3,7 @@
 //! the entry is durable. It fails closed: no policy is -32001, a failed append -32004.
 
 pub mod autopilot;
+pub mod entry;
 pub mod memory;
 pub mod pins;
 pub mod policy;
@@ -16,16 +17,14 @@ use atlasbridge_protocol::methods::{EvaluateParams, EvaluateResult};
 use atlasbridge_protocol::policy::evaluate::{Event, default_idempotency_key};
 use atlasbridge_protocol::policy::{Action, AutonomyMode};
 use atlasbridge_protocol::risk::{RiskInput, classify};
-use atlasbridge_protocol::trace::TRACE_VERSION;
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use self::autopilot::{Autopilot, State};
 use self::memory::{Claim, Memory};
 use self::pins::PinStore;
 use self::policy::{ActivePolicy, PolicyState};
 use self::sessions::Sessions;
-use crate::ipc::handlers::append_error;
 use crate::state::Daemon;
 
 /// The policy state and what past decisions constrain.
@@ -158,73 +157,39 @@ impl DecisionService {
         params: &EvaluateParams,
         key: &str,
     ) -> Result<EvaluateResult, ErrorObject> {
-        let settings = daemon.settings();
         let outcome = self.outcome(daemon, policy, params);
-        let mode = policy.evaluator.policy().autonomy_mode.as_str();
+        let rules = policy.evaluator.policy();
+        let mode = rules.autonomy_mode.as_str();
         let reply_value = outcome.told.reply_value().to_owned();
         let told = outcome.told.type_name();
-        let text = |value: &Option<String>| value.clone().unwrap_or_default();
-        let confidence = Confidence::normalise(&params.confidence).name();
-        let (entry_id, seq, entry_hash) = if settings.features.is_enabled(Feature::DecisionTraceV2)
-        {
-            let body = json!({
-                "trace_version": TRACE_VERSION,
-                "session_id": params.session_id,
-                "agent_id": text(&params.agent_id),
-                "prompt_id": params.prompt_id,
-                "prompt_type": params.prompt_type,
-                "policy_name": policy.evaluator.policy().name,
-                "policy_version": policy.evaluator.policy().policy_version.as_str(),
-                "policy_hash": policy.hash,
-                "matched_rule": outcome.matched_rule,
-                "autonomy_mode": mode,
-                "policy_action": outcome.policy_action,
-                "action_taken": told,
-                "reply_value": reply_value,
-                "confidence": confidence,
-                "risk_level": outcome.risk_level,
-                "risk_reasons": outcome.risk_reasons,
-                "escalation_status": "",
-                "human_actor": "",
-                "ci_status_snapshot": text(&params.ci_status),
-                "branch": text(&params.branch),
-                "idempotency_key": key,
-                "replay_safe": outcome.told.type_name() != "auto_reply",
-            });
-            let receipt = daemon
-                .stores()
-                .trace
-                .append(into_map(body))
-                .await
-                .map_err(append_error)?;
-            (
-                Some(receipt.entry_id),
-                Some(receipt.seq),
-                Some(receipt.entry_hash),
-            )
-        } else {
-            let record = json!({
-                "timestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-                "idempotency_key": key,
-                "prompt_id": params.prompt_id,
-                "session_id": params.session_id,
-                "policy_hash": policy.hash,
-                "matched_rule_id": if outcome.matched_rule.is_empty() { Value::Null } else { Value::String(outcome.matched_rule.clone()) },
-                "action_type": told,
-                "action_value": reply_value,
-                "confidence": confidence,
-                "prompt_type": params.prompt_type,
-                "autonomy_mode": mode,
-                "explanation": outcome.explanation,
-            });
-            daemon
-                .stores()
-                .v1
-                .append(into_map(record))
-                .await
-                .map_err(append_error)?;
-            (None, None, None)
-        };
+        let stored = entry::append(
+            daemon,
+            &entry::Entry {
+                session_id: &params.session_id,
+                agent_id: entry::or_empty(&params.agent_id),
+                prompt_id: &params.prompt_id,
+                prompt_type: &params.prompt_type,
+                policy_name: &rules.name,
+                policy_version: rules.policy_version.as_str(),
+                policy_hash: &policy.hash,
+                matched_rule: &outcome.matched_rule,
+                autonomy_mode: mode,
+                policy_action: &outcome.policy_action,
+                action_taken: told,
+                reply_value: &reply_value,
+                confidence: Confidence::normalise(&params.confidence),
+                risk_level: &outcome.risk_level,
+                risk_reasons: &outcome.risk_reasons,
+                escalation_status: "",
+                human_actor: "",
+                ci_status: entry::or_empty(&params.ci_status),
+                branch: entry::or_empty(&params.branch),
+                idempotency_key: key,
+                replay_safe: told != "auto_reply",
+                explanation: &outcome.explanation,
+            },
+        )
+        .await?;
         if told == "auto_reply" && !outcome.matched_rule.is_empty() {
             self.memory
                 .count_auto_reply(&params.session_id, &outcome.matched_rule);
@@ -240,9 +205,9 @@ impl DecisionService {
             risk_level: outcome.risk_level,
             risk_reasons: outcome.risk_reasons,
             policy_hash: policy.hash.clone(),
-            entry_id,
-            seq,
-            entry_hash,
+            entry_id: stored.entry_id,
+            seq: stored.seq,
+            entry_hash: stored.entry_hash,
             explanation: outcome.explanation,
             repeated: false,
         })
@@ -358,12 +323,5 @@ impl DecisionService {
             risk_level,
             risk_reasons,
         }
-    }
-}
-
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
     }
 }

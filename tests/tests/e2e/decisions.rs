@@ -407,3 +407,21 @@ fn a_repeated_record_with_the_same_key_is_stored_once_even_after_a_restart() {
         "appended once"
     );
 }
+
+#[test]
+fn with_trace_v2_off_an_evaluated_decision_goes_to_the_v1_file() {
+    let daemon = with_policy("community", FULL, "");
+    let answer = daemon
+        .conn()
+        .ok("decision.evaluate", event("s", "p1", "Continue? [y/n]"));
+    assert_eq!(answer["action"], "auto_reply", "{answer}");
+    assert_eq!(answer["seq"], Value::Null, "no v2 entry");
+    let v1 = std::fs::read_to_string(daemon.sandbox.data_dir().join("autopilot_decisions.jsonl"))
+        .unwrap();
+    let record: Value = serde_json::from_str(v1.lines().next().unwrap()).unwrap();
+    assert_eq!(record["matched_rule_id"], "yes");
+    assert_eq!(record["action_type"], "auto_reply");
+    assert_eq!(record["action_value"], "y");
+    assert_eq!(record["policy_hash"], answer["policy_hash"]);
+    assert_eq!(record["autonomy_mode"], "full");
+}

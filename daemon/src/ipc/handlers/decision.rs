@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use atlasbridge_protocol::ErrorObject;
+use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::methods::{EvaluateParams, EvaluateResult, RecordParams, RecordResult};
 use atlasbridge_protocol::risk::{RiskAssessment, RiskInput, classify};
-use atlasbridge_protocol::trace::TRACE_VERSION;
-use serde_json::{Map, Value, json};
 
-use super::{RequestContext, append_error};
+use super::RequestContext;
+
+use crate::decisions::entry::{self, Entry};
 use crate::decisions::memory::Claim;
 
 pub(crate) use atlasbridge_protocol::risk::PROMPT_TYPES;
@@ -20,11 +21,6 @@ const MAX_ID_CHARS: usize = 256;
 
 /// Longest accepted free value (reply, repo path…).
 const MAX_VALUE_CHARS: usize = 4096;
-
-/// `high`, `medium`/`med`, `low`, case-insensitive; anything else counts as `low`.
-pub(crate) fn normalise_confidence(value: &str) -> &'static str {
-    atlasbridge_protocol::confidence::Confidence::normalise(value).name()
-}
 
 fn check_id(field: &str, value: &str) -> Result<(), ErrorObject> {
     if value.is_empty() {
@@ -203,80 +199,57 @@ async fn append_record(
     ctx: &RequestContext<'_>,
     params: RecordParams,
 ) -> Result<RecordResult, ErrorObject> {
-    let stores = ctx.daemon.stores();
-    let confidence = normalise_confidence(&params.confidence);
-    let text = |value: &Option<String>| value.clone().unwrap_or_default();
-    if !ctx
-        .daemon
-        .settings()
-        .features
-        .is_enabled(Feature::DecisionTraceV2)
-    {
-        let record = json!({
-            // ISO 8601 with an offset, as v1 readers expect.
-            "timestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string(),
-            "idempotency_key": text(&params.idempotency_key),
-            "prompt_id": params.prompt_id,
-            "session_id": params.session_id,
-            "policy_hash": "",
-            "matched_rule_id": Value::Null,
-            "action_type": params.action_taken,
-            "action_value": text(&params.reply_value),
-            "confidence": confidence,
-            "prompt_type": params.prompt_type,
-            "autonomy_mode": "",
-            "explanation": format!("recorded by {}", if params.human_actor.is_empty() { "a client" } else { params.human_actor.as_str() }),
-        });
-        stores
-            .v1
-            .append(into_map(record))
-            .await
-            .map_err(append_error)?;
-        return Ok(RecordResult {
-            entry_id: None,
-            seq: None,
-            entry_hash: None,
-            risk_level: String::new(),
-        });
-    }
     let risk = assess(ctx, &params);
-    let (risk_level, risk_reasons) = match &risk {
-        Some(risk) => (risk.level.name().to_owned(), risk.reasons.clone()),
+    let (risk_level, risk_reasons) = match risk {
+        Some(risk) => (risk.level.name().to_owned(), risk.reasons),
         None => (String::new(), Vec::new()),
     };
-    let body = json!({
-        "trace_version": TRACE_VERSION,
-        "session_id": params.session_id,
-        "agent_id": text(&params.agent_id),
-        "prompt_id": params.prompt_id,
-        "prompt_type": params.prompt_type,
-        "policy_name": "",
-        "policy_version": "",
-        "policy_hash": "",
-        "matched_rule": "",
-        "autonomy_mode": "",
-        "policy_action": "",
-        "action_taken": params.action_taken,
-        "reply_value": text(&params.reply_value),
-        "confidence": confidence,
-        "risk_level": risk_level,
-        "risk_reasons": risk_reasons,
-        "escalation_status": params.escalation_status,
-        "human_actor": params.human_actor,
-        "ci_status_snapshot": text(&params.ci_status),
-        "branch": text(&params.branch),
-        "idempotency_key": text(&params.idempotency_key),
-        "replay_safe": false,
-    });
-    let receipt = stores
-        .trace
-        .append(into_map(body))
-        .await
-        .map_err(append_error)?;
+    let recorded_by = format!(
+        "recorded by {}",
+        if params.human_actor.is_empty() {
+            "a client"
+        } else {
+            params.human_actor.as_str()
+        }
+    );
+    let stored = entry::append(
+        ctx.daemon,
+        &Entry {
+            session_id: &params.session_id,
+            agent_id: entry::or_empty(&params.agent_id),
+            prompt_id: &params.prompt_id,
+            prompt_type: &params.prompt_type,
+            policy_name: "",
+            policy_version: "",
+            policy_hash: "",
+            matched_rule: "",
+            autonomy_mode: "",
+            policy_action: "",
+            action_taken: &params.action_taken,
+            reply_value: entry::or_empty(&params.reply_value),
+            confidence: Confidence::normalise(&params.confidence),
+            risk_level: &risk_level,
+            risk_reasons: &risk_reasons,
+            escalation_status: &params.escalation_status,
+            human_actor: &params.human_actor,
+            ci_status: entry::or_empty(&params.ci_status),
+            branch: entry::or_empty(&params.branch),
+            idempotency_key: entry::or_empty(&params.idempotency_key),
+            replay_safe: false,
+            explanation: &recorded_by,
+        },
+    )
+    .await?;
+    // The v1 record has no risk member; its result reports none either.
+    let risk_level = if stored.seq.is_some() {
+        risk_level
+    } else {
+        String::new()
+    };
     Ok(RecordResult {
-        entry_id: Some(receipt.entry_id),
-        seq: Some(receipt.seq),
-        entry_hash: Some(receipt.entry_hash),
+        entry_id: stored.entry_id,
+        seq: stored.seq,
+        entry_hash: stored.entry_hash,
         risk_level,
     })
 }
@@ -302,25 +275,4 @@ fn assess(ctx: &RequestContext<'_>, params: &RecordParams) -> Option<RiskAssessm
         ci_status: params.ci_status.as_deref().unwrap_or(""),
         session_tags: params.session_tags.as_ref().unwrap_or(&no_tags),
     }))
-}
-
-fn into_map(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn confidence_normalises() {
-        assert_eq!(normalise_confidence("HIGH"), "high");
-        assert_eq!(normalise_confidence(" med "), "medium");
-        assert_eq!(normalise_confidence("Medium"), "medium");
-        assert_eq!(normalise_confidence("certain"), "low");
-        assert_eq!(normalise_confidence(""), "low");
-    }
 }
