@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use atlasbridge_protocol::methods::EvaluateResult;
 use atlasbridge_protocol::trace::ChainKind;
-use serde_json::Value;
 use tokio::sync::Notify;
 
 /// Idempotency answers kept.
@@ -99,9 +98,10 @@ impl Memory {
             };
             from_seq = last.seq + 1;
             let mut inner = memory.lock();
+            // read_entries checked each line's hash: a forged line cannot plant an answer.
             for stored in &page {
-                if let Ok(Value::Object(entry)) = serde_json::from_str::<Value>(&stored.line) {
-                    inner.remember_entry(&entry);
+                if let Ok(entry) = serde_json::from_str::<Remembered>(&stored.line) {
+                    inner.remember_entry(entry);
                 }
             }
         }
@@ -166,68 +166,68 @@ impl Inner {
     }
 
     /// One stored entry: its auto-reply, and its answer when it carries an idempotency key.
-    fn remember_entry(&mut self, entry: &serde_json::Map<String, Value>) {
-        let text = |key: &str| entry.get(key).and_then(Value::as_str).unwrap_or("");
-        let session = text("session_id");
-        let rule = text("matched_rule");
-        if text("action_taken") == "auto_reply" && !rule.is_empty() {
+    fn remember_entry(&mut self, entry: Remembered) {
+        if entry.action_taken == "auto_reply" && !entry.matched_rule.is_empty() {
             *self
                 .auto_replies
-                .entry((session.to_owned(), rule.to_owned()))
+                .entry((entry.session_id.clone(), entry.matched_rule.clone()))
                 .or_default() += 1;
         }
-        let key = text("idempotency_key");
-        if key.is_empty() {
+        if entry.idempotency_key.is_empty() {
             return;
         }
-        let answer = answer_of(entry);
-        let key = (session.to_owned(), key.to_owned());
+        let key = (entry.session_id.clone(), entry.idempotency_key.clone());
         // The first answer stands.
         if !self.answers.contains_key(&key) {
-            self.insert(key, Slot::Done(Arc::new(answer)));
+            self.insert(key, Slot::Done(Arc::new(entry.into_answer())));
         }
     }
 }
 
-/// The answer a stored entry gave.
-fn answer_of(entry: &serde_json::Map<String, Value>) -> EvaluateResult {
-    let text = |key: &str| {
-        entry
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()
-    };
-    let action = text("action_taken");
-    let policy_action = text("policy_action");
-    let seq = entry.get("seq").and_then(Value::as_u64);
-    EvaluateResult {
-        suggested_action: (!policy_action.is_empty() && action != policy_action)
-            .then(|| policy_action.clone()),
-        action,
-        reply_value: text("reply_value"),
-        matched_rule: text("matched_rule"),
-        policy_action,
-        autonomy_mode: text("autonomy_mode"),
-        risk_level: text("risk_level"),
-        risk_reasons: entry
-            .get("risk_reasons")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        policy_hash: text("policy_hash"),
-        entry_id: Some(text("entry_id")),
-        seq,
-        entry_hash: Some(text("entry_hash")),
-        explanation: format!(
-            "the answer recorded at seq {} for this idempotency key",
-            seq.unwrap_or_default()
-        ),
-        repeated: true,
+/// The members of a stored entry that past decisions constrain (the rest is not read).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct Remembered {
+    seq: Option<u64>,
+    session_id: String,
+    idempotency_key: String,
+    matched_rule: String,
+    action_taken: String,
+    policy_action: String,
+    reply_value: String,
+    autonomy_mode: String,
+    risk_level: String,
+    risk_reasons: Vec<String>,
+    policy_hash: String,
+    entry_id: String,
+    entry_hash: String,
+}
+
+impl Remembered {
+    /// The answer this entry gave.
+    fn into_answer(self) -> EvaluateResult {
+        let suggested_action = (!self.policy_action.is_empty()
+            && self.action_taken != self.policy_action)
+            .then(|| self.policy_action.clone());
+        EvaluateResult {
+            suggested_action,
+            action: self.action_taken,
+            reply_value: self.reply_value,
+            matched_rule: self.matched_rule,
+            policy_action: self.policy_action,
+            autonomy_mode: self.autonomy_mode,
+            risk_level: self.risk_level,
+            risk_reasons: self.risk_reasons,
+            policy_hash: self.policy_hash,
+            entry_id: Some(self.entry_id),
+            seq: self.seq,
+            entry_hash: Some(self.entry_hash),
+            explanation: format!(
+                "the answer recorded at seq {} for this idempotency key",
+                self.seq.unwrap_or_default()
+            ),
+            repeated: true,
+        }
     }
 }
 
