@@ -304,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn only_the_last_remembered_answers_are_kept() {
+        let memory = Memory::default();
+        for i in 0..=REMEMBERED_ANSWERS {
+            let Claim::Mine(ticket) = memory.claim("s", &i.to_string()) else {
+                panic!("new key")
+            };
+            ticket.answer(answer("deny"));
+        }
+        assert!(
+            matches!(memory.claim("s", "0"), Claim::Mine(_)),
+            "the oldest is forgotten"
+        );
+        let newest = REMEMBERED_ANSWERS.to_string();
+        assert!(matches!(memory.claim("s", &newest), Claim::Answered(_)));
+    }
+
+    #[test]
     fn auto_replies_count_per_session_and_rule() {
         let memory = Memory::default();
         memory.count_auto_reply("s", "r");
