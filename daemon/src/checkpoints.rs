@@ -441,15 +441,21 @@ mod tests {
         assert!(!tmp.path().join("keys/epoch.key.next").exists());
     }
 
-    #[test]
-    fn reopening_continues_the_sequence() {
-        let tmp = tempfile::tempdir().unwrap();
-        let trace_dir = tmp.path().join("trace");
+    /// A fresh checkpointer in `data_dir` that has written checkpoint 0 of an empty trace.
+    fn after_checkpoint_zero(data_dir: &Path) -> (PathBuf, Checkpointer) {
+        let trace_dir = data_dir.join("trace");
         std::fs::create_dir_all(&trace_dir).unwrap();
-        let (mut signer, _) = Checkpointer::open(tmp.path(), &trace_dir, None).unwrap();
+        let (mut signer, _) = Checkpointer::open(data_dir, &trace_dir, None).unwrap();
         signer
             .write(None, "2026-11-24T00:00:00.000000Z".into())
             .unwrap();
+        (trace_dir, signer)
+    }
+
+    #[test]
+    fn reopening_continues_the_sequence() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (trace_dir, signer) = after_checkpoint_zero(tmp.path());
         let mark = signer.mark();
         drop(signer);
         let (mut signer, reanchor) =
@@ -464,12 +470,7 @@ mod tests {
     #[test]
     fn a_crash_before_installing_the_new_key_is_recovered() {
         let tmp = tempfile::tempdir().unwrap();
-        let trace_dir = tmp.path().join("trace");
-        std::fs::create_dir_all(&trace_dir).unwrap();
-        let (mut signer, _) = Checkpointer::open(tmp.path(), &trace_dir, None).unwrap();
-        signer
-            .write(None, "2026-11-24T00:00:00.000000Z".into())
-            .unwrap();
+        let (trace_dir, mut signer) = after_checkpoint_zero(tmp.path());
         // Simulate: checkpoint 1 written with a new key, but the key never installed.
         let keys = tmp.path().join("keys");
         let installed = std::fs::read(keys.join("epoch.key")).unwrap();
@@ -487,12 +488,7 @@ mod tests {
     #[test]
     fn a_missing_checkpoints_file_restarts_the_sequence_and_says_why() {
         let tmp = tempfile::tempdir().unwrap();
-        let trace_dir = tmp.path().join("trace");
-        std::fs::create_dir_all(&trace_dir).unwrap();
-        let (mut signer, _) = Checkpointer::open(tmp.path(), &trace_dir, None).unwrap();
-        signer
-            .write(None, "2026-11-24T00:00:00.000000Z".into())
-            .unwrap();
+        let (trace_dir, signer) = after_checkpoint_zero(tmp.path());
         let mark = signer.mark();
         std::fs::remove_file(trace_dir.join(CHECKPOINTS_FILE)).unwrap();
         let (signer, reanchor) = Checkpointer::open(tmp.path(), &trace_dir, mark.as_ref()).unwrap();
