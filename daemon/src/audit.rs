@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use atlasbridge_protocol::trace::EntryBodyBuilder;
+
+use serde_json::{Value, json};
 use tracing::error;
 
 use crate::trace::Chain;
@@ -58,14 +60,11 @@ impl AuditLog {
         actor: &Actor,
         details: Value,
     ) -> Result<u64, String> {
-        let mut body = Map::new();
-        body.insert(
-            "event_type".to_owned(),
-            Value::String(event_type.to_owned()),
-        );
-        body.insert("actor".to_owned(), actor.to_value());
-        body.insert("details".to_owned(), details);
-        match self.chain.append(body).await {
+        let mut body = EntryBodyBuilder::with_capacity(3);
+        body.str("event_type", event_type)
+            .value("actor", &actor.to_value())
+            .value("details", &details);
+        match self.chain.append(body.finish()).await {
             Ok(receipt) => Ok(receipt.seq),
             Err(e) => {
                 error!(event_type, error = %e, "cannot write an audit event");

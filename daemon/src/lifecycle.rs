@@ -9,7 +9,6 @@ use std::time::Duration;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::trace::verify::ChainKind;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -221,7 +220,7 @@ pub async fn store_heads(daemon: &Daemon, checkpoint: Option<head_state::Checkpo
 /// Checkpoints every `checkpoint_every_entries` entries and every `checkpoint_interval`, until
 /// `stop`; then one last checkpoint.
 pub async fn run_checkpoints(daemon: Arc<Daemon>, stop: CancellationToken) {
-    let mut entries = daemon.stores().trace.subscribe();
+    let mut head = daemon.stores().trace.watch_head();
     let mut last_seq = daemon
         .stores()
         .checkpointer
@@ -242,16 +241,18 @@ pub async fn run_checkpoints(daemon: Arc<Daemon>, stop: CancellationToken) {
             tokio::select! {
                 () = stop.cancelled() => break false,
                 () = &mut due => break true,
-                received = entries.recv() => match received {
-                    Ok(entry) => {
-                        let since = last_seq.map_or(entry.seq + 1, |s| entry.seq.saturating_sub(s));
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        break false;
+                    }
+                    let head_seq = *head.borrow_and_update();
+                    if let Some(seq) = head_seq {
+                        let since = last_seq.map_or(seq + 1, |s| seq.saturating_sub(s));
                         if since >= config.checkpoint_every_entries {
                             break true;
                         }
                     }
-                    Err(RecvError::Lagged(_)) => break true,
-                    Err(RecvError::Closed) => break false,
-                },
+                }
             }
         };
         if !reached {

@@ -5,7 +5,7 @@
 use atlasbridge_protocol::ErrorObject;
 use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::features::Feature;
-use atlasbridge_protocol::trace::TRACE_VERSION;
+use atlasbridge_protocol::trace::{EntryBody, EntryBodyBuilder, TRACE_VERSION};
 use serde_json::{Map, Value, json};
 
 use crate::ipc::handlers::append_error;
@@ -75,31 +75,31 @@ pub async fn append(daemon: &Daemon, entry: &Entry<'_>) -> Result<Stored, ErrorO
     }
 }
 
-fn v2_body(e: &Entry<'_>) -> Map<String, Value> {
-    object(json!({
-        "trace_version": TRACE_VERSION,
-        "session_id": e.session_id,
-        "agent_id": e.agent_id,
-        "prompt_id": e.prompt_id,
-        "prompt_type": e.prompt_type,
-        "policy_name": e.policy_name,
-        "policy_version": e.policy_version,
-        "policy_hash": e.policy_hash,
-        "matched_rule": e.matched_rule,
-        "autonomy_mode": e.autonomy_mode,
-        "policy_action": e.policy_action,
-        "action_taken": e.action_taken,
-        "reply_value": e.reply_value,
-        "confidence": e.confidence.name(),
-        "risk_level": e.risk_level,
-        "risk_reasons": e.risk_reasons,
-        "escalation_status": e.escalation_status,
-        "human_actor": e.human_actor,
-        "ci_status_snapshot": e.ci_status,
-        "branch": e.branch,
-        "idempotency_key": e.idempotency_key,
-        "replay_safe": e.replay_safe,
-    }))
+fn v2_body(e: &Entry<'_>) -> EntryBody {
+    let mut body = EntryBodyBuilder::with_capacity(22);
+    body.u64("trace_version", TRACE_VERSION)
+        .str("session_id", e.session_id)
+        .str("agent_id", e.agent_id)
+        .str("prompt_id", e.prompt_id)
+        .str("prompt_type", e.prompt_type)
+        .str("policy_name", e.policy_name)
+        .str("policy_version", e.policy_version)
+        .str("policy_hash", e.policy_hash)
+        .str("matched_rule", e.matched_rule)
+        .str("autonomy_mode", e.autonomy_mode)
+        .str("policy_action", e.policy_action)
+        .str("action_taken", e.action_taken)
+        .str("reply_value", e.reply_value)
+        .str("confidence", e.confidence.name())
+        .str("risk_level", e.risk_level)
+        .strs("risk_reasons", e.risk_reasons)
+        .str("escalation_status", e.escalation_status)
+        .str("human_actor", e.human_actor)
+        .str("ci_status_snapshot", e.ci_status)
+        .str("branch", e.branch)
+        .str("idempotency_key", e.idempotency_key)
+        .bool("replay_safe", e.replay_safe);
+    body.finish()
 }
 
 /// The v1 record of `policy-language.md` § Trace v1.

@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use atlasbridge_protocol::trace::verify::ChainKind;
-use atlasbridge_protocol::trace::{ChainHead, GENESIS_PREV_HASH, IntegrityReport, seal};
-use serde_json::{Map, Value};
-use tokio::sync::broadcast;
+use atlasbridge_protocol::trace::{
+    ChainHead, ChainMembers, EntryBody, GENESIS_PREV_HASH, IntegrityReport,
+};
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
 
 use super::appender::{Journal, StageError, StorageError};
 
@@ -75,6 +77,16 @@ struct ActiveSegment {
     len: u64,
 }
 
+/// Where committed entries are announced.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Every committed entry, for readers that want the lines (built only while one listens).
+    pub entries: broadcast::Sender<Arc<StoredEntry>>,
+    /// The seq of the committed head, for readers that only count: it wakes them once per
+    /// batch, not once per entry.
+    pub head_seq: watch::Sender<Option<u64>>,
+}
+
 /// The journal of one chain directory.
 pub struct ChainJournal {
     dir: PathBuf,
@@ -88,7 +100,7 @@ pub struct ChainJournal {
     pending_entries: Vec<StoredEntry>,
     /// Why appends are refused (a broken tail awaiting repair, a failed rollback).
     refusal: Option<String>,
-    subscribers: broadcast::Sender<Arc<StoredEntry>>,
+    published: Published,
     /// A repair segment starting where an existing segment starts gets this tag.
     next_repair_tag: Option<u32>,
 }
@@ -117,7 +129,7 @@ impl ChainJournal {
         dir: &Path,
         kind: ChainKind,
         segment_max_bytes: u64,
-        subscribers: broadcast::Sender<Arc<StoredEntry>>,
+        published: Published,
     ) -> Result<(Self, Recovery), StorageError> {
         create_private_dir(dir).map_err(|e| StorageError::io("cannot create", dir, &e))?;
         let files =
@@ -132,7 +144,7 @@ impl ChainJournal {
             pending: Vec::new(),
             pending_entries: Vec::new(),
             refusal: None,
-            subscribers,
+            published,
             next_repair_tag: None,
         };
         let mut recovery = Recovery {
@@ -227,6 +239,9 @@ impl ChainJournal {
         self.next_repair_tag = tag;
         self.committed = from;
         self.staged_head = self.committed.clone();
+        self.published
+            .head_seq
+            .send_replace(self.committed.as_ref().map(|h| h.seq));
         self.refusal = None;
         let path = self.create_segment(first_seq)?;
         Ok(path)
@@ -255,7 +270,7 @@ impl ChainJournal {
 }
 
 impl Journal for ChainJournal {
-    type Record = Map<String, Value>;
+    type Record = EntryBody;
     type Receipt = Receipt;
 
     fn prepare(&mut self) -> Result<(), StorageError> {
@@ -271,35 +286,37 @@ impl Journal for ChainJournal {
         Ok(())
     }
 
-    fn stage(&mut self, mut body: Map<String, Value>) -> Result<Receipt, StageError> {
+    fn stage(&mut self, body: EntryBody) -> Result<Receipt, StageError> {
         if let Some(why) = &self.refusal {
             return Err(StageError::Refused(why.clone()));
         }
         let (seq, prev_hash) = match &self.staged_head {
-            Some(head) => (head.seq + 1, head.entry_hash.clone()),
-            None => (0, GENESIS_PREV_HASH.to_owned()),
+            Some(head) => (head.seq + 1, head.entry_hash.as_str()),
+            None => (0, GENESIS_PREV_HASH),
         };
-        let entry_id = match body.get("entry_id").and_then(Value::as_str) {
+        let entry_id = match body.entry_id() {
             Some(id) => id.to_owned(),
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let timestamp = match body.get("timestamp").and_then(Value::as_str) {
+        let timestamp = match body.timestamp() {
             Some(t) => t.to_owned(),
             None => crate::clock::now_rfc3339(),
         };
-        body.insert("seq".to_owned(), Value::from(seq));
-        body.insert("prev_hash".to_owned(), Value::String(prev_hash));
-        body.insert("entry_id".to_owned(), Value::String(entry_id.clone()));
-        body.insert("timestamp".to_owned(), Value::String(timestamp.clone()));
-        body.remove("entry_hash");
-        let sealed = seal(&body);
-        let line_text = String::from_utf8_lossy(&sealed.line[..sealed.line.len() - 1]).into_owned();
-        self.pending.extend_from_slice(&sealed.line);
-        self.pending_entries.push(StoredEntry {
+        let sealed = body.seal(ChainMembers {
             seq,
-            entry_hash: sealed.entry_hash.clone(),
-            line: Arc::from(line_text),
+            prev_hash,
+            entry_id: &entry_id,
+            timestamp: &timestamp,
         });
+        self.pending.extend_from_slice(&sealed.line);
+        if self.published.entries.receiver_count() > 0 {
+            let text = &sealed.line[..sealed.line.len() - 1];
+            self.pending_entries.push(StoredEntry {
+                seq,
+                entry_hash: sealed.entry_hash.clone(),
+                line: Arc::from(String::from_utf8_lossy(text)),
+            });
+        }
         self.staged_head = Some(ChainHead {
             seq,
             entry_hash: sealed.entry_hash.clone(),
@@ -338,8 +355,11 @@ impl Journal for ChainJournal {
         self.committed = self.staged_head.clone();
         for entry in self.pending_entries.drain(..) {
             // No subscriber is not an error.
-            let _ = self.subscribers.send(Arc::new(entry));
+            let _ = self.published.entries.send(Arc::new(entry));
         }
+        self.published
+            .head_seq
+            .send_replace(self.committed.as_ref().map(|h| h.seq));
         Ok(())
     }
 

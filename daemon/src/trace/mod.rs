@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use atlasbridge_protocol::trace::verify::{self, ChainKind, VerifyOptions};
-use atlasbridge_protocol::trace::{ChainHead, IntegrityReport};
+use atlasbridge_protocol::trace::{ChainHead, EntryBody, IntegrityReport};
 use serde_json::{Map, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tracing::{error, warn};
 
 use crate::config::TraceConfig;
-use crate::storage::chain::{ChainJournal, Receipt, Recovery, StoredEntry, TornTail};
+use crate::storage::chain::{ChainJournal, Published, Receipt, Recovery, StoredEntry, TornTail};
 use crate::storage::v1::V1Journal;
 use crate::storage::{AppendError, Appender};
 use state::{Continuity, Heads};
@@ -72,6 +72,7 @@ pub struct Findings {
 pub struct Chain {
     appender: Appender<ChainJournal>,
     entries: broadcast::Sender<Arc<StoredEntry>>,
+    head_seq: watch::Sender<Option<u64>>,
     dir: PathBuf,
     kind: ChainKind,
     findings: Mutex<Findings>,
@@ -86,8 +87,14 @@ impl Chain {
         recorded: Option<&ChainHead>,
     ) -> Result<(Self, JoinHandle<()>), crate::storage::appender::StorageError> {
         let (entries, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let (head_seq, _) = watch::channel(None);
+        let published = Published {
+            entries: entries.clone(),
+            head_seq: head_seq.clone(),
+        };
         let (mut journal, recovery) =
-            ChainJournal::open(dir, kind, config.segment_max_bytes, entries.clone())?;
+            ChainJournal::open(dir, kind, config.segment_max_bytes, published)?;
+        head_seq.send_replace(journal.head().map(|h| h.seq));
         let Recovery {
             torn, head, broken, ..
         } = recovery;
@@ -120,6 +127,7 @@ impl Chain {
         let chain = Self {
             appender,
             entries,
+            head_seq,
             dir: dir.to_path_buf(),
             kind,
             findings: Mutex::new(findings),
@@ -127,8 +135,8 @@ impl Chain {
         Ok((chain, thread))
     }
 
-    /// Appends one entry body (without `seq`, `prev_hash`, `entry_hash`).
-    pub async fn append(&self, body: Map<String, Value>) -> Result<Receipt, AppendError> {
+    /// Appends one entry body.
+    pub async fn append(&self, body: EntryBody) -> Result<Receipt, AppendError> {
         self.appender.append(body).await
     }
 
@@ -142,6 +150,11 @@ impl Chain {
     /// Committed entries from now on, in chain order.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEntry>> {
         self.entries.subscribe()
+    }
+
+    /// The seq of the committed head, updated once per committed batch.
+    pub fn watch_head(&self) -> watch::Receiver<Option<u64>> {
+        self.head_seq.subscribe()
     }
 
     /// The chain's directory.

@@ -2,12 +2,14 @@
 //! Everything here works on bytes and files alone, so a third party can verify a trace without
 //! the daemon.
 
+pub mod body;
 pub mod checkpoint;
 pub mod entry;
 pub mod report;
 pub mod scan;
 pub mod verify;
 
+pub use body::{ChainMembers, EntryBody, EntryBodyBuilder};
 pub use entry::{GENESIS_PREV_HASH, SealedEntry, TRACE_VERSION, TraceEntry, seal};
 pub use report::{BreakKind, ChainBreak, ChainHead, IntegrityReport, UnwitnessedTail};
 pub use scan::{LineFacts, LineProblem, check_line, check_line_recanonicalised};
