@@ -231,9 +231,12 @@ fn the_risk_threshold_holds_back_a_risky_auto_reply() {
     assert_eq!(answer["suggested_action"], "auto_reply");
 }
 
-#[test]
-fn two_hundred_concurrent_agents_each_get_exactly_one_entry() {
-    let daemon = with_policy("pro", FULL, "[daemon]\nmax_connections = 512\n");
+fn two_hundred_concurrent_agents_each_get_exactly_one_entry(durability: &str) {
+    let daemon = with_policy(
+        "pro",
+        FULL,
+        &format!("[daemon]\nmax_connections = 512\n\n[trace]\ndurability = \"{durability}\"\n"),
+    );
     let socket = daemon.socket();
     let agents: Vec<_> = (0..200)
         .map(|agent| {
@@ -276,6 +279,23 @@ fn two_hundred_concurrent_agents_each_get_exactly_one_entry() {
     }
     assert_eq!(seen.len(), 600);
     assert_eq!(conn.ok("trace.verify", json!({}))["valid"], true);
+}
+
+#[test]
+fn two_hundred_concurrent_agents_with_fsync_each_get_exactly_one_entry() {
+    two_hundred_concurrent_agents_each_get_exactly_one_entry("fsync");
+}
+
+#[test]
+fn two_hundred_concurrent_agents_with_batch_each_get_exactly_one_entry() {
+    two_hundred_concurrent_agents_each_get_exactly_one_entry("batch");
+}
+
+/// In `none` mode appenders write their own entries when the journal is free and queue when it
+/// is busy: both paths interleave here.
+#[test]
+fn two_hundred_concurrent_agents_with_none_each_get_exactly_one_entry() {
+    two_hundred_concurrent_agents_each_get_exactly_one_entry("none");
 }
 
 #[test]
