@@ -16,7 +16,9 @@
 //!   (`--only DURABILITY:CLIENTS:IN_FLIGHT` runs one row, for profiling);
 //! - as baselines, `edition.get` (no policy, no trace) against the same daemon: what the socket,
 //!   the framing and the runtime cost alone; and a 1-byte ping-pong between two threads over a
-//!   Unix socket pair: what the operating system charges for the round trip's wake-ups.
+//!   Unix socket pair: what the operating system charges for the round trip's wake-ups;
+//! - the one-client round trips again with the benchmark and the daemon on one CPU, where no
+//!   wake-up crosses between (virtual) CPUs.
 //!
 //! Everything runs in a temporary directory under `target/`, on the same disk as the build.
 
@@ -562,6 +564,25 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
         traces.push((durability, report.entries_checked));
     }
 
+    // The same one-client round trips with the daemon and the client on one CPU: no wake-up has
+    // to cross to another (virtual) CPU, so what is left is the work of the two processes.
+    let one_cpu = settings.only.is_none().then(|| {
+        on_one_cpu(|| {
+            let dir = work.join("socket-one-cpu");
+            std::fs::create_dir_all(&dir).unwrap();
+            let config = format!(
+                "[policy]\nfile = {:?}\n\n[trace]\ndurability = \"none\"\n",
+                policy.to_str().unwrap()
+            );
+            let daemon = Daemon::start(&settings.daemon, &dir, &config);
+            drive(&daemon.socket, Load::Evaluate(0), 1, 1, 0.5);
+            let evaluate = measure(&daemon.socket, "none", Load::Evaluate(9), 1, 1);
+            let noop = measure(&daemon.socket, "none", Load::Noop, 1, 1);
+            drop(daemon);
+            (evaluate, noop, ping_pong(settings.seconds.min(3.0)))
+        })
+    });
+
     println!();
     println!(
         "### Requests through the socket, {} s per row",
@@ -610,6 +631,20 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             sorted,
         );
     }
+    if let Some((evaluate, noop, floor)) = &one_cpu {
+        println!();
+        println!("The same, with the daemon and the client on one CPU (`sched_setaffinity`):");
+        println!();
+        println!("| request | durability | requests | p50 | p90 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|");
+        print("`decision.evaluate`", "`none`", &evaluate.latencies);
+        print("`edition.get`", "`none`", &noop.latencies);
+        print(
+            "1-byte ping-pong between two threads (no daemon)",
+            "—",
+            floor,
+        );
+    }
     println!();
     for (durability, entries) in &traces {
         println!(
@@ -643,6 +678,26 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             );
         }
     }
+    if let Some((evaluate, _, _)) = &one_cpu {
+        let p50 = percentile(&evaluate.latencies, 0.5);
+        println!(
+            "- p50 ≤ 25 µs with durability `none`, one client, daemon and client on one CPU: {} ({}).",
+            us(p50),
+            met(p50 <= Duration::from_micros(25))
+        );
+    }
+}
+
+/// Runs `work` with this thread, and so every thread and process it starts, on CPU 0 only.
+fn on_one_cpu<T>(work: impl FnOnce() -> T) -> T {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let all = sched_getaffinity(None).unwrap();
+    let mut first = CpuSet::new();
+    first.set(0);
+    sched_setaffinity(None, &first).unwrap();
+    let result = work();
+    sched_setaffinity(None, &all).unwrap();
+    result
 }
 
 /// `12345.6` → `12,346`.
