@@ -16,6 +16,7 @@
 //! - [`risk`]: the deterministic risk classifier.
 
 pub mod canonical;
+pub mod cloud;
 pub mod confidence;
 pub mod error_code;
 pub mod features;

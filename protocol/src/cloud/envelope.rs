@@ -1,0 +1,175 @@
+//! The envelope of every control-channel message, and its signature.
+//!
+//! `signature` is Ed25519 over the JCS of the envelope without `signature`, in the
+//! `ed25519:<base64url>` form of the trace's checkpoints.
+
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::canonical::to_canonical_vec;
+use crate::trace::checkpoint::{decode_signature, encode_signature};
+
+/// The largest message either side sends or accepts, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// One message of the control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    /// UUID v7.
+    pub message_id: String,
+    /// The message type, e.g. `audit_batch`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// RFC 3339 UTC.
+    pub timestamp: String,
+    /// The organisation.
+    pub org_id: String,
+    /// The runtime (`ed25519:` + its public key).
+    pub runtime_id: String,
+    /// Monotonic per connection and direction, from 1.
+    pub sequence: u64,
+    /// The type's payload.
+    pub payload: Value,
+    /// Ed25519 over the JCS of the other members; absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// Why a received message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Over [`MAX_MESSAGE_BYTES`].
+    #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not an envelope.
+    #[error("not a valid envelope: {0}")]
+    Malformed(String),
+    /// No signature where one is required.
+    #[error("message is unsigned")]
+    Unsigned,
+    /// A signature that does not verify under the expected key.
+    #[error("message signature does not verify")]
+    BadSignature,
+}
+
+impl Envelope {
+    /// An unsigned envelope stamped now.
+    pub fn new(kind: &str, org_id: &str, runtime_id: &str, sequence: u64, payload: Value) -> Self {
+        Self {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.to_owned(),
+            timestamp: jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string(),
+            org_id: org_id.to_owned(),
+            runtime_id: runtime_id.to_owned(),
+            sequence,
+            payload,
+            signature: None,
+        }
+    }
+
+    /// The bytes the signature covers: JCS of every member but `signature`.
+    pub fn signing_input(&self) -> Vec<u8> {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(members) = &mut value {
+            members.remove("signature");
+        }
+        to_canonical_vec(&value)
+    }
+
+    /// Signs the envelope with `key`.
+    pub fn signed(mut self, key: &SigningKey) -> Self {
+        self.signature = None;
+        let signature = key.sign(&self.signing_input());
+        self.signature = Some(encode_signature(&signature));
+        self
+    }
+
+    /// Checks the signature strictly against `key`.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(), EnvelopeError> {
+        let text = self.signature.as_deref().ok_or(EnvelopeError::Unsigned)?;
+        let signature = decode_signature(text).ok_or(EnvelopeError::BadSignature)?;
+        key.verify_strict(&self.signing_input(), &signature)
+            .map_err(|_| EnvelopeError::BadSignature)
+    }
+
+    /// Parses one received text frame.
+    pub fn parse(text: &str) -> Result<Self, EnvelopeError> {
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(EnvelopeError::TooLarge(text.len()));
+        }
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// The frame to send (JSON text).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The payload as `T`.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, EnvelopeError> {
+        T::deserialize(&self.payload)
+            .map_err(|e| EnvelopeError::Malformed(format!("{} payload: {e}", self.kind)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    #[test]
+    fn a_signed_envelope_verifies_and_any_change_breaks_it() {
+        let envelope = Envelope::new("heartbeat", "org", "ed25519:x", 3, json!({"backlog": 0}))
+            .signed(&key(1));
+        envelope.verify(&key(1).verifying_key()).unwrap();
+        let parsed = Envelope::parse(&envelope.to_text()).unwrap();
+        parsed.verify(&key(1).verifying_key()).unwrap();
+        assert_eq!(
+            envelope.verify(&key(2).verifying_key()),
+            Err(EnvelopeError::BadSignature)
+        );
+        let mut changed = envelope.clone();
+        changed.sequence = 4;
+        assert_eq!(
+            changed.verify(&key(1).verifying_key()),
+            Err(EnvelopeError::BadSignature)
+        );
+        let mut unsigned = envelope;
+        unsigned.signature = None;
+        assert_eq!(
+            unsigned.verify(&key(1).verifying_key()),
+            Err(EnvelopeError::Unsigned)
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_canonical_form_without_itself() {
+        let envelope = Envelope::new("ack", "o", "r", 1, json!({"b": 1, "a": 2}));
+        let text = String::from_utf8(envelope.signing_input()).unwrap();
+        assert!(text.starts_with(r#"{"message_id":"#), "{text}");
+        assert!(text.contains(r#""payload":{"a":2,"b":1}"#), "{text}");
+        assert!(!text.contains("signature"));
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_are_refused() {
+        let big = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        assert!(matches!(
+            Envelope::parse(&big),
+            Err(EnvelopeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            Envelope::parse(r#"{"type":"ack"}"#),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+}
