@@ -1,0 +1,3 @@
+//! Support for the end-to-end tests: the test cloud peer.
+
+pub mod cloud_peer;
