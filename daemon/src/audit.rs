@@ -24,6 +24,8 @@ pub enum Actor {
     },
     /// A signal from the service manager or a person.
     Signal(&'static str),
+    /// The cloud, over the uplink (advisory messages the daemon chose to act on).
+    Cloud,
 }
 
 impl Actor {
@@ -32,6 +34,7 @@ impl Actor {
             Self::Daemon => json!("daemon"),
             Self::Peer { uid, pid } => json!({ "uid": uid, "pid": pid }),
             Self::Signal(name) => json!(format!("signal:{name}")),
+            Self::Cloud => json!("cloud"),
         }
     }
 }

@@ -137,6 +137,12 @@ impl Checkpointer {
         Ok((signer, None))
     }
 
+    /// The runtime identity key, for signing what the uplink sends (it never leaves the
+    /// machine).
+    pub fn identity(&self) -> &SigningKey {
+        &self.identity
+    }
+
     /// `ed25519:<base64url>` of the identity public key.
     pub fn runtime_id(&self) -> String {
         encode_public_key(&self.identity.verifying_key())

@@ -134,6 +134,8 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
         Arc::clone(&daemon),
         stop_checkpoints.clone(),
     ));
+    // Off by default: then this starts nothing and the daemon opens no network socket.
+    let uplink = crate::cloud::start(&daemon);
     let signals = tokio::spawn(crate::signals::watch(Arc::clone(&daemon)));
     let tracker = TaskTracker::new();
     server::accept_loop(listener, Arc::clone(&daemon), tracker.clone()).await;
@@ -145,6 +147,9 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
             grace_s = grace.as_secs(),
             "in-flight requests did not finish in time; exiting anyway"
         );
+    }
+    if let Some(uplink) = uplink {
+        uplink.stop().await;
     }
     stop_checkpoints.cancel();
     if let Err(e) = checkpoints.await {

@@ -14,6 +14,9 @@ use atlasbridge_protocol::features::{Edition, Feature};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cloud::config::RawCloud;
+pub use crate::cloud::config::{CloudConfig, PolicySync};
+
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,6 +70,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[risk]`.
     pub risk: RiskConfig,
+    /// `[cloud]`: the uplink, off by default.
+    pub cloud: CloudConfig,
 }
 
 /// `[policy]`: which policy decides.
@@ -184,6 +189,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     risk: RawRisk,
+    #[serde(default)]
+    cloud: RawCloud,
 }
 
 #[derive(Deserialize, Default)]
@@ -415,6 +422,11 @@ impl Config {
             },
         };
 
+        let cloud = raw
+            .cloud
+            .validate(path.parent())
+            .map_err(|(span, message)| invalid(span, message))?;
+
         Ok(Self {
             edition,
             features,
@@ -423,6 +435,7 @@ impl Config {
             trace,
             policy,
             risk,
+            cloud,
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod checkpoints;
 pub mod cli;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod decisions;
 pub mod files;

@@ -114,6 +114,7 @@ pub struct Daemon {
     settings: RwLock<Arc<Settings>>,
     connections: AtomicU64,
     shutdown: CancellationToken,
+    cloud: Arc<crate::cloud::status::CloudStatus>,
 }
 
 impl Daemon {
@@ -127,7 +128,13 @@ impl Daemon {
             settings: RwLock::new(Arc::new(settings)),
             connections: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            cloud: Arc::new(crate::cloud::status::CloudStatus::disabled()),
         })
+    }
+
+    /// The cloud uplink's status (`disabled` while it does not run).
+    pub fn cloud_status(&self) -> Arc<crate::cloud::status::CloudStatus> {
+        Arc::clone(&self.cloud)
     }
 
     /// The current settings snapshot.

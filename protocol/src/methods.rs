@@ -696,3 +696,61 @@ pub struct VersionList {
     /// Every stored version.
     pub versions: Vec<PolicyVersion>,
 }
+
+/// Method: the cloud uplink's state.
+pub const CLOUD_STATUS: &str = "cloud.status";
+
+/// One stream's progress to the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudStreamStatus {
+    /// The local head's seq; absent while the chain is empty.
+    pub head_seq: Option<u64>,
+    /// The last seq the cloud acknowledged; absent before the first ack.
+    pub acked_seq: Option<u64>,
+    /// Entries the cloud does not have yet.
+    pub backlog: u64,
+}
+
+/// Result of `cloud.status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudStatusResult {
+    /// Whether `[cloud] enabled` is set and the edition's cloud flags allow the uplink.
+    pub enabled: bool,
+    /// `disabled`, `disconnected`, `connecting`, `connected` or `reconnecting`.
+    pub state: String,
+    /// Why the state is what it is (e.g. `auth_failed`), when there is a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The configured endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The runtime's id on the link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    /// Since when the current connection is up (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<String>,
+    /// When the last heartbeat was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_sent: Option<String>,
+    /// When the cloud last acknowledged a heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_acked: Option<String>,
+    /// When the current access token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<String>,
+    /// The cloud's clock minus ours, in seconds, when over the ±30 s the protocol tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_s: Option<i64>,
+    /// The decision trace's progress.
+    pub trace: CloudStreamStatus,
+    /// The audit log's progress.
+    pub audit: CloudStreamStatus,
+    /// `synced`, `pending`, `disabled` or `error`.
+    pub policy_sync: String,
+    /// Connections made since the daemon started.
+    pub connections: u64,
+    /// The last error, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}

@@ -6,6 +6,7 @@
 //! scripts never have to parse human text.
 
 mod autopilot;
+mod cloud;
 mod daemon;
 mod decide;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
@@ -18,6 +19,7 @@ mod risk;
 mod session;
 mod trace;
 pub use autopilot::AutopilotCommand;
+pub use cloud::CloudCommand;
 pub use decide::DecideArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
@@ -95,6 +97,9 @@ pub enum Command {
     /// Agent sessions: start (its events inherit its fields), end, list, show.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// The uplink to the governance cloud: status.
+    #[command(subcommand)]
+    Cloud(CloudCommand),
 }
 
 /// What a command needs from the global options.
@@ -164,6 +169,7 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy::run(&ctx, command),
         Command::Autopilot(command) => autopilot::run(&ctx, command),
         Command::Session(command) => session::run(&ctx, command),
+        Command::Cloud(command) => cloud::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

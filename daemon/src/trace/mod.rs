@@ -307,7 +307,7 @@ pub fn read_entries(
     Ok(out)
 }
 
-fn first_seq_of(path: &Path) -> Option<u64> {
+pub(crate) fn first_seq_of(path: &Path) -> Option<u64> {
     let name = path.file_name()?.to_str()?;
     let digits: String = name
         .chars()

@@ -7,6 +7,7 @@
 
 mod autopilot;
 mod cli;
+mod cloud;
 mod concurrency;
 mod decisions;
 mod lifecycle;

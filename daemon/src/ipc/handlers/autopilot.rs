@@ -25,7 +25,17 @@ pub(super) async fn change(
     ctx: &RequestContext<'_>,
     command: Command,
 ) -> Result<AutopilotStatus, ErrorObject> {
-    let autopilot = &ctx.daemon.stores().decisions.autopilot;
+    change_as(ctx.daemon, ctx.actor(), command).await
+}
+
+/// Flips the kill switch on behalf of `actor` (a client, or the cloud's `kill_switch`), with its
+/// audit event.
+pub(crate) async fn change_as(
+    daemon: &crate::state::Daemon,
+    actor: Actor,
+    command: Command,
+) -> Result<AutopilotStatus, ErrorObject> {
+    let autopilot = &daemon.stores().decisions.autopilot;
     // Held across the change and its audit event, so that the log's order is the switch's.
     let _order = autopilot.serialise().await;
     let from = autopilot.state();
@@ -39,10 +49,9 @@ pub(super) async fn change(
             );
         }
     };
-    let actor = ctx.actor();
     let by = describe(&actor);
     let details = json!({ "from": from.name(), "to": to.name() });
-    let audit = ctx.daemon.audit();
+    let audit = daemon.audit();
     let apply = || {
         autopilot
             .apply(command, &by, crate::clock::now_rfc3339())
@@ -85,6 +94,7 @@ fn describe(actor: &Actor) -> String {
     match actor {
         Actor::Daemon => "daemon".to_owned(),
         Actor::Signal(name) => format!("signal {name}"),
+        Actor::Cloud => "cloud".to_owned(),
         Actor::Peer { uid, pid } => {
             let uid = uid.map_or_else(|| "?".to_owned(), |uid| uid.to_string());
             match pid {

@@ -1,7 +1,7 @@
 //! Method dispatch: the one place where a method name meets its handler, its minimum role and
 //! its feature gate, and where engine errors become JSON-RPC errors.
 
-mod autopilot;
+pub(crate) mod autopilot;
 mod daemon;
 mod decision;
 mod features;
@@ -151,7 +151,8 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::SESSION_LIST
         | m::SESSION_SHOW
         | m::POLICY_PINS
-        | m::POLICY_VERSIONS => Role::Viewer,
+        | m::POLICY_VERSIONS
+        | m::CLOUD_STATUS => Role::Viewer,
         m::SESSION_START | m::SESSION_END => Role::Operator,
         // Pulling the kill switch is an admin's act, like changing the policy it overrides.
         m::AUTOPILOT_PAUSE | m::AUTOPILOT_RESUME | m::AUTOPILOT_STOP => Role::Admin,
@@ -205,6 +206,12 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
             Err(e) => Handled::error(e),
         },
         m::EDITION_GET => Handled::reply(no_params(params).map(|()| features::edition(daemon))),
+        m::CLOUD_STATUS => Handled::reply(no_params(params).map(|()| {
+            let stores = daemon.stores();
+            let trace_head = *stores.trace.watch_head().borrow();
+            let audit_head = *daemon.audit().chain().watch_head().borrow();
+            daemon.cloud_status().snapshot(trace_head, audit_head)
+        })),
         m::FEATURES_LIST => Handled::reply(no_params(params).map(|()| features::list(daemon))),
         m::DECISION_RECORD => match decode_params(params) {
             Ok(p) => Handled::reply(decision::record(ctx, p).await),

@@ -1,0 +1,330 @@
+//! The cloud uplink (`docs/cloud.md`): off by default, and then nothing here runs — no socket,
+//! no name lookup. When `[cloud] enabled = true` and the edition's `cloud_control_channel` flag
+//! is on, one task keeps a WebSocket to the cloud: it authenticates with the API key, streams
+//! the decision trace (and, with `cloud_audit_stream`, the audit log) from a persisted cursor,
+//! sends heartbeats, and reconnects with backoff. The cloud observes; the daemon decides.
+
+pub mod auth;
+pub mod config;
+pub mod cursor;
+pub mod link;
+pub mod reader;
+pub mod status;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlasbridge_protocol::cloud::rest::TokenRequest;
+use atlasbridge_protocol::cloud::retry::Backoff;
+use atlasbridge_protocol::features::Feature;
+use atlasbridge_protocol::trace::checkpoint::encode_public_key;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::auth::{CallError, Token, TokenClient};
+use self::link::{Ended, LinkContext};
+use self::status::{CloudStatus, LinkState};
+use crate::state::Daemon;
+
+/// A connection that stayed up this long resets the backoff.
+const HEALTHY: Duration = Duration::from_secs(60);
+
+/// The running uplink.
+#[derive(Debug)]
+pub struct Uplink {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Uplink {
+    /// Closes the connection and waits for the cursor to be written.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the cloud uplink task failed");
+        }
+    }
+}
+
+/// Starts the uplink if the config and the edition allow it; `None` otherwise (and then the
+/// daemon makes no network call at all).
+pub fn start(daemon: &Arc<Daemon>) -> Option<Uplink> {
+    let settings = daemon.settings();
+    let config = &settings.config.cloud;
+    if !config.enabled {
+        return None;
+    }
+    let status = daemon.cloud_status();
+    let endpoint = config.endpoint.clone()?;
+    status.update(|s| {
+        s.enabled = true;
+        s.endpoint = Some(endpoint.to_string());
+    });
+    if !settings.features.is_enabled(Feature::CloudControlChannel) {
+        warn!(
+            "[cloud] enabled = true, but the cloud_control_channel feature is off for this edition; \
+             the uplink does not start"
+        );
+        status.update(|s| s.enabled = false);
+        status.set_state(LinkState::Disabled, Some("feature_disabled"));
+        return None;
+    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(Arc::clone(daemon), stop.clone()));
+    Some(Uplink { stop, task })
+}
+
+async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
+    let status = daemon.cloud_status();
+    status.set_state(LinkState::Connecting, None);
+    let ctx = match prepare(&daemon).await {
+        Ok(ctx) => ctx,
+        Err(why) => {
+            warn!(error = %why, "the cloud uplink cannot start");
+            status.set_error(&why);
+            status.set_state(LinkState::Disconnected, Some("misconfigured"));
+            return;
+        }
+    };
+    let (tokens, mut cursors) = match (token_client(&daemon, &ctx), cursor::load(&ctx.cursor_path))
+    {
+        (Ok(tokens), Ok(cursors)) => (tokens, cursors),
+        (Err(why), _) | (_, Err(why)) => {
+            warn!(error = %why, "the cloud uplink cannot start");
+            status.set_error(&why);
+            status.set_state(LinkState::Disconnected, Some("misconfigured"));
+            return;
+        }
+    };
+    let (token_tx, mut token_rx) = watch::channel(None);
+    let renew_now = Arc::new(Notify::new());
+    let keeper = tokio::spawn(keep_token(
+        tokens,
+        token_tx,
+        Arc::clone(&renew_now),
+        Arc::clone(&status),
+        stop.clone(),
+    ));
+    let mut backoff = Backoff::default();
+    let mut refused_in_a_row = 0u32;
+    loop {
+        // Wait for a token the keeper has not been told is refused.
+        let current = tokio::select! {
+            () = stop.cancelled() => break,
+            token = token_rx.wait_for(Option::is_some) => match token {
+                Ok(token) => token.as_ref().map(|t: &Token| t.value.clone()).unwrap_or_default(),
+                Err(_) => break,
+            },
+        };
+        match link::serve(&ctx, &current, &mut cursors, &stop).await {
+            Ended::Stopped => break,
+            Ended::Unauthorized(why) => {
+                status.set_error(&why);
+                refused_in_a_row += 1;
+                // A fresh token at once; if the cloud refuses that one too, back off.
+                if refused_in_a_row > 1
+                    && !wait_backoff(&mut backoff, &status, "auth_failed", &stop).await
+                {
+                    break;
+                }
+                renew_now.notify_one();
+                let renewed = tokio::select! {
+                    () = stop.cancelled() => break,
+                    renewed = token_rx.wait_for(|t| t.as_ref().is_none_or(|t| t.value != current)) => renewed,
+                };
+                if renewed.is_err() {
+                    break;
+                }
+            }
+            Ended::RetryAfter(wait) => {
+                refused_in_a_row = 0;
+                status.set_error(&format!("upgrade: retry after {} s", wait.as_secs()));
+                status.set_state(LinkState::Reconnecting, Some("rate_limited"));
+                if !sleep_or_stop(wait, &stop).await {
+                    break;
+                }
+            }
+            Ended::Failed { why, healthy } => {
+                refused_in_a_row = 0;
+                if healthy >= HEALTHY {
+                    backoff.reset();
+                }
+                info!(why, "the cloud connection ended");
+                status.set_error(&why);
+                if !wait_backoff(&mut backoff, &status, "connection_lost", &stop).await {
+                    break;
+                }
+            }
+        }
+    }
+    stop.cancel();
+    if let Err(e) = keeper.await {
+        warn!(error = %e, "the cloud token task failed");
+    }
+    if let Err(e) = cursor::store(&ctx.cursor_path, &cursors) {
+        warn!(error = %e, "cannot write the cloud cursor");
+    }
+    status.set_state(LinkState::Disconnected, Some("stopped"));
+}
+
+/// Keeps a valid access token published: fetches one, renews it at 80 % of its lifetime (so a
+/// long-lived connection's REST calls never carry an expired one), and fetches a new one at once
+/// when told the current one was refused. Honours Retry-After; backs off on other failures.
+async fn keep_token(
+    tokens: TokenClient,
+    publish: watch::Sender<Option<Token>>,
+    renew_now: Arc<Notify>,
+    status: Arc<CloudStatus>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        match tokens.fetch().await {
+            Ok(fresh) => {
+                backoff.reset();
+                status.update(|s| s.token_expires_at = Some(fresh.expires_at.to_string()));
+                let renew_at = fresh.renew_at();
+                publish.send_replace(Some(fresh));
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(renew_at.into()) => {}
+                    () = renew_now.notified() => {}
+                }
+            }
+            Err(CallError::RetryAfter { status: code, wait }) => {
+                info!(
+                    status = code,
+                    wait_s = wait.as_secs(),
+                    "the token call asked to wait"
+                );
+                status.set_error(&format!(
+                    "token call: HTTP {code}, retry after {} s",
+                    wait.as_secs()
+                ));
+                status.set_state(LinkState::Reconnecting, Some("rate_limited"));
+                if !sleep_or_stop(wait, &stop).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let reason = match e {
+                    CallError::Unauthorized(_) => "auth_failed",
+                    _ => "unreachable",
+                };
+                warn!(error = %e, "cannot get an access token");
+                status.set_error(&e.to_string());
+                if !wait_backoff(&mut backoff, &status, reason, &stop).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps the next backoff wait in state `reconnecting`; false when stopped meanwhile.
+async fn wait_backoff(
+    backoff: &mut Backoff,
+    status: &CloudStatus,
+    reason: &str,
+    stop: &CancellationToken,
+) -> bool {
+    let wait = backoff.next_wait(random_unit());
+    status.set_state(LinkState::Reconnecting, Some(reason));
+    sleep_or_stop(wait, stop).await
+}
+
+async fn sleep_or_stop(wait: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// A random draw in [0, 1) for the jitter.
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
+}
+
+async fn prepare(daemon: &Arc<Daemon>) -> Result<LinkContext, String> {
+    let settings = daemon.settings();
+    let config = &settings.config.cloud;
+    let endpoint = config
+        .endpoint
+        .clone()
+        .ok_or("[cloud] enabled = true needs an endpoint")?;
+    let identity = daemon.stores().checkpointer.lock().await.identity().clone();
+    let runtime_id = encode_public_key(&identity.verifying_key());
+    let needs_tls = endpoint.scheme() == "wss"
+        || config
+            .api_base
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+    let tls = if needs_tls {
+        Some(tls::client_config(config.ca_file.as_deref())?)
+    } else {
+        None
+    };
+    daemon.cloud_status().update(|s| {
+        s.runtime_id = Some(runtime_id.clone());
+        s.policy_sync = if settings.features.is_enabled(Feature::CloudPolicySync) {
+            "synced".to_owned()
+        } else {
+            "disabled".to_owned()
+        };
+    });
+    let data_dir = daemon.data_dir();
+    Ok(LinkContext {
+        daemon: Arc::clone(daemon),
+        status: daemon.cloud_status(),
+        endpoint,
+        org_id: config.org_id.clone(),
+        identity,
+        runtime_id,
+        server_key: config.server_public_key,
+        tls,
+        heartbeat: config.heartbeat,
+        window: config.buffer_events,
+        stream_audit: settings.features.is_enabled(Feature::CloudAuditStream),
+        honor_kill_switch: config.honor_kill_switch,
+        cursor_path: cursor::cursor_path(data_dir),
+        trace_dir: crate::trace::trace_dir(data_dir),
+        audit_dir: crate::trace::audit_dir(data_dir),
+    })
+}
+
+fn token_client(daemon: &Daemon, ctx: &LinkContext) -> Result<TokenClient, String> {
+    let settings = daemon.settings();
+    let config = &settings.config.cloud;
+    let api_key = auth::api_key(config.api_key_file.as_deref(), |name| {
+        std::env::var(name).ok()
+    })?;
+    let api_base = config
+        .api_base
+        .clone()
+        .ok_or("[cloud] needs an api_base (it could not be derived from the endpoint)")?;
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("atlasbridged/", env!("CARGO_PKG_VERSION")));
+    if let Some(tls) = &ctx.tls {
+        builder = builder.tls_backend_preconfigured((**tls).clone());
+    }
+    let http = builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    TokenClient::new(
+        http,
+        &api_base,
+        TokenRequest {
+            api_key,
+            org_id: config.org_id.clone(),
+            runtime_id: ctx.runtime_id.clone(),
+        },
+    )
+}

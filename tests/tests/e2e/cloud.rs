@@ -1,0 +1,648 @@
+//! The cloud uplink against the real daemon: off by default with no network at all, and, when
+//! on, streaming to the test peer (`atlasbridge_e2e::cloud_peer`) on 127.0.0.1 through faults.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use atlasbridge_e2e::cloud_peer::{
+    CloseMidBatch, CloudPeer, OutgoingSigning, PeerConfig, Refusal, Throttle,
+};
+use atlasbridge_protocol::cloud::messages::Stream;
+use serde_json::{Value, json};
+
+use crate::support::{Options, Sandbox, TestDaemon, with_policy};
+
+const POLICY: &str = r#"policy_version: "1"
+name: e2e-cloud
+autonomy_mode: full
+rules:
+  - id: yes
+    match:
+      prompt_type: [yes_no]
+      min_confidence: high
+    action:
+      type: auto_reply
+      value: "y"
+"#;
+
+fn event(session: &str, prompt: &str) -> Value {
+    json!({
+        "session_id": session,
+        "prompt_id": prompt,
+        "prompt_type": "yes_no",
+        "prompt_text": "Continue? [y/n]",
+        "confidence": "high",
+    })
+}
+
+/// The inodes of the sockets the process holds open.
+fn socket_inodes(pid: u32) -> BTreeSet<u64> {
+    let mut inodes = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let Ok(target) = std::fs::read_link(fd.unwrap().path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            inodes.insert(inode.parse().unwrap());
+        }
+    }
+    inodes
+}
+
+/// The inodes listed in one of `/proc/<pid>/net/{tcp,tcp6,udp,udp6,raw,…}` (column 10).
+fn inet_inodes(pid: u32, table: &str) -> BTreeSet<u64> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+        return BTreeSet::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().nth(9)?.parse().ok())
+        .collect()
+}
+
+/// The inodes of Unix sockets with their paths (`/proc/<pid>/net/unix`: inode is column 7).
+fn unix_sockets(pid: u32) -> Vec<(u64, String)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode = fields.get(6)?.parse().ok()?;
+            Some((inode, fields.get(7).copied().unwrap_or("").to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn with_the_cloud_off_the_daemon_holds_no_socket_but_its_own_and_decides_the_same() {
+    // A full [cloud] section, only not enabled: nothing of it may reach the network.
+    let off = "[cloud]\nenabled = false\nendpoint = \"wss://cloud.invalid/v1/connect\"\norg_id = \"org\"\n";
+    let daemon = with_policy("enterprise", POLICY, off);
+    let mut conn = daemon.conn();
+    let answer = conn.ok("decision.evaluate", event("s", "p1"));
+    let pid = daemon.pid();
+
+    let sockets = socket_inodes(pid);
+    let unix = unix_sockets(pid);
+    let socket_path = daemon.socket().display().to_string();
+    for inode in &sockets {
+        let entry = unix.iter().find(|(i, _)| i == inode);
+        assert!(
+            entry.is_some(),
+            "socket inode {inode} of the daemon is not a Unix socket: {sockets:?}"
+        );
+    }
+    // The listener and the connections it accepted (Linux lists those under the listener's
+    // path too) are the only named Unix sockets; unnamed ones are the runtime's own pairs.
+    let named: BTreeSet<_> = unix
+        .iter()
+        .filter(|(i, path)| sockets.contains(i) && !path.is_empty())
+        .map(|(_, path)| path.clone())
+        .collect();
+    assert_eq!(named, BTreeSet::from([socket_path]), "{unix:?}");
+    for table in [
+        "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6",
+    ] {
+        let inet = inet_inodes(pid, table);
+        assert!(
+            sockets.is_disjoint(&inet),
+            "the daemon holds a {table} socket: {:?}",
+            sockets.intersection(&inet).collect::<Vec<_>>()
+        );
+    }
+    assert!(!daemon.sandbox.data_dir().join("cloud").exists());
+    let status = conn.ok("cloud.status", json!({}));
+    assert_eq!(status["enabled"], false, "{status}");
+    assert_eq!(status["state"], "disabled", "{status}");
+    let text = daemon.cli(&["cloud", "status"]);
+    text.assert_code(0);
+    assert_eq!(text.stdout, "Cloud governance: disabled\n");
+
+    // The same decision from a daemon without any [cloud] section: the same answer, apart from
+    // what identifies the entry (its id, and so its hash).
+    let plain = with_policy("enterprise", POLICY, "");
+    let plain_answer = plain.conn().ok("decision.evaluate", event("s", "p1"));
+    let strip = |mut v: Value| {
+        for key in ["entry_id", "entry_hash"] {
+            v.as_object_mut().unwrap().remove(key);
+        }
+        v
+    };
+    assert_eq!(strip(answer), strip(plain_answer));
+}
+
+#[test]
+fn a_bad_cloud_section_names_the_line_and_the_key() {
+    let sandbox = Sandbox::new();
+    let daemon = TestDaemon::unstarted(
+        sandbox,
+        Options::default().config(
+            "[cloud]\nenabled = true\nendpoint = \"ws://cloud.example/v1/connect\"\norg_id = \"o\"\n",
+        ),
+    );
+    let output = daemon.command().output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(":3:"), "{stderr}");
+    assert!(
+        stderr.contains("only allowed for a loopback host"),
+        "{stderr}"
+    );
+}
+
+// With the uplink on, against the test peer.
+
+/// How long a test waits for the peer to catch up.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// The `[cloud]` section pointing at `peer`, with one-second heartbeats.
+fn cloud_config(peer: &CloudPeer, extra: &str) -> String {
+    format!(
+        "[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\n{extra}",
+        peer.ws_url(),
+        peer.org_id(),
+        peer.server_public_key(),
+    )
+}
+
+/// An enterprise daemon linked to `peer`, with `extra` appended to its `[cloud]` section and
+/// `more` after it.
+fn linked(peer: &CloudPeer, extra: &str, more: &str) -> TestDaemon {
+    let sandbox = Sandbox::new();
+    let policy = sandbox.write("policy.yaml", POLICY);
+    let config = format!(
+        "[policy]\nfile = \"{}\"\n\n{}\n{more}",
+        policy.display(),
+        cloud_config(peer, extra)
+    );
+    TestDaemon::start_in(
+        sandbox,
+        Options::default()
+            .edition("enterprise")
+            .env("ATLASBRIDGE_CLOUD_API_KEY", &peer.api_key())
+            .config(&config),
+    )
+}
+
+/// Makes `count` decisions in session `session`.
+fn decide(daemon: &TestDaemon, session: &str, count: usize) {
+    let mut conn = daemon.conn();
+    for i in 0..count {
+        conn.ok("decision.evaluate", event(session, &format!("p{i}")));
+    }
+}
+
+/// An agent deciding in the background until the returned flag is set.
+fn keep_deciding(
+    daemon: &TestDaemon,
+    session: &str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<usize>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let socket = daemon.socket();
+    let session = session.to_owned();
+    let flag = std::sync::Arc::clone(&stop);
+    let agent = std::thread::spawn(move || {
+        let mut conn = crate::support::Conn::open(&socket).unwrap();
+        let mut made = 0;
+        while !flag.load(Ordering::Relaxed) {
+            let answer = conn.ok("decision.evaluate", event(&session, &format!("p{made}")));
+            assert_eq!(answer["action"], "auto_reply", "{answer}");
+            made += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        made
+    });
+    (stop, agent)
+}
+
+fn stop_deciding(
+    (stop, agent): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<usize>,
+    ),
+) -> usize {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    agent.join().unwrap()
+}
+
+/// The local chain of `stream`: (seq, entry_hash) of every entry.
+fn local_chain(daemon: &TestDaemon, stream: Stream) -> Vec<(u64, String)> {
+    let method = match stream {
+        Stream::Trace => "trace.read",
+        Stream::Audit => "audit.read",
+    };
+    let mut conn = daemon.conn();
+    let mut out = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = conn.ok(method, json!({"from_seq": from, "limit": 1000}));
+        for entry in page["entries"].as_array().unwrap() {
+            out.push((
+                entry["seq"].as_u64().unwrap(),
+                entry["entry_hash"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["next_seq"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    out
+}
+
+/// Waits until the peer holds the whole local trace, then checks it holds every entry exactly
+/// once, in order, with the same hashes.
+fn assert_peer_has_the_trace(daemon: &TestDaemon, peer: &CloudPeer) {
+    let local = local_chain(daemon, Stream::Trace);
+    assert!(
+        peer.wait_for_entries(Stream::Trace, local.len(), CATCH_UP),
+        "the peer has {} of {} entries; status: {}",
+        peer.entry_count(Stream::Trace),
+        local.len(),
+        daemon.conn().ok("cloud.status", json!({}))
+    );
+    let remote: Vec<(u64, String)> = peer
+        .entries(Stream::Trace)
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["entry_hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(remote.len(), local.len(), "exactly once");
+    assert_eq!(remote, local, "in order, the same entries");
+    assert_eq!(peer.gaps(), Vec::<String>::new());
+}
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_healthy_link_streams_both_chains_once_in_order_with_heartbeats() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "s", 150);
+    assert_peer_has_the_trace(&daemon, &peer);
+    assert_eq!(peer.duplicates(Stream::Trace), 0);
+    let audit = local_chain(&daemon, Stream::Audit);
+    assert!(peer.wait_for_entries(Stream::Audit, audit.len(), CATCH_UP));
+    assert!(
+        peer.wait_until(|s| !s.received("heartbeat").is_empty(), CATCH_UP),
+        "a heartbeat within a few seconds"
+    );
+    let heartbeat = &peer.received("heartbeat")[0];
+    assert_eq!(heartbeat["edition"], "enterprise", "{heartbeat}");
+    for (connection, sequences) in peer.received_sequences() {
+        let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+        assert_eq!(sequences, expected, "connection {connection}");
+    }
+    assert_eq!(peer.bad_signatures(), Vec::<String>::new());
+    crate::support::eventually("the status shows the link caught up", || {
+        let status = daemon.conn().ok("cloud.status", json!({}));
+        status["state"] == "connected"
+            && status["trace"]["backlog"] == 0
+            && status["last_heartbeat_acked"].is_string()
+    });
+    let text = daemon.cli(&["cloud", "status"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains("Cloud:          connected"),
+        "{}",
+        text.stdout
+    );
+}
+
+/// Runs an agent while `fault` is set on the peer for a while, then clears it, and checks the
+/// peer ends up with the whole trace exactly once.
+fn survives(fault: impl FnOnce(&CloudPeer), extra: &str) -> (TestDaemon, CloudPeer) {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, extra, "");
+    decide(&daemon, "before", 20);
+    assert!(peer.wait_for_entries(Stream::Trace, 20, CATCH_UP));
+    let agent = keep_deciding(&daemon, "during");
+    fault(&peer);
+    std::thread::sleep(Duration::from_millis(1500));
+    peer.clear_faults();
+    std::thread::sleep(Duration::from_millis(300));
+    let made = stop_deciding(agent);
+    assert!(made > 0);
+    assert_peer_has_the_trace(&daemon, &peer);
+    (daemon, peer)
+}
+
+#[test]
+fn refused_connections_lose_nothing() {
+    let (_daemon, peer) = survives(
+        |peer| {
+            peer.refuse(Some(Refusal::ServiceUnavailable));
+            peer.disconnect();
+        },
+        "",
+    );
+    assert!(peer.connections() >= 2, "it reconnected");
+}
+
+#[test]
+fn connections_dropped_at_accept_lose_nothing() {
+    survives(
+        |peer| {
+            peer.refuse(Some(Refusal::DropConnections));
+            peer.disconnect();
+        },
+        "",
+    );
+}
+
+#[test]
+fn a_connection_closed_in_the_middle_of_batches_loses_nothing() {
+    let (_daemon, peer) = survives(
+        |peer| {
+            peer.close_mid_batch(Some(CloseMidBatch {
+                after: 1,
+                repeat: true,
+                commit: false,
+            }));
+        },
+        "",
+    );
+    assert!(peer.connections() >= 2, "it reconnected");
+}
+
+#[test]
+fn a_batch_stored_but_never_acknowledged_is_not_stored_twice() {
+    survives(
+        |peer| {
+            peer.close_mid_batch(Some(CloseMidBatch {
+                after: 1,
+                repeat: true,
+                commit: true,
+            }));
+        },
+        "",
+    );
+}
+
+#[test]
+fn delayed_acks_lose_nothing() {
+    survives(|peer| peer.delay_acks(Duration::from_millis(300)), "");
+}
+
+#[test]
+fn duplicated_acks_lose_nothing() {
+    survives(|peer| peer.duplicate_acks(true), "");
+}
+
+#[test]
+fn a_window_full_of_unacknowledged_entries_waits_for_acks() {
+    let (daemon, peer) = survives(|peer| peer.withhold_acks(true), "buffer_events = 5\n");
+    // While acks were withheld, no more than the window was in flight at any time.
+    let max_batch = peer
+        .received("audit_batch")
+        .iter()
+        .map(|b| b["entry_count"].as_u64().unwrap_or(0))
+        .max()
+        .unwrap();
+    assert!(max_batch <= 5, "{max_batch}");
+    drop(daemon);
+}
+
+#[test]
+fn unsigned_and_badly_signed_messages_are_dropped_and_audited() {
+    let (daemon, peer) = survives(|peer| peer.sign_outgoing(OutgoingSigning::WrongKey), "");
+    let rejected: Vec<Value> = daemon
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event_type"] == "cloud_message_rejected")
+        .collect();
+    assert!(!rejected.is_empty());
+    assert_eq!(
+        rejected[0]["details"]["reason"],
+        "message signature does not verify"
+    );
+    let (daemon2, _peer2) = survives(|peer| peer.sign_outgoing(OutgoingSigning::Unsigned), "");
+    assert!(
+        daemon2
+            .audit_events()
+            .iter()
+            .any(|e| e["details"]["reason"] == "message is unsigned")
+    );
+    drop(peer);
+}
+
+#[test]
+fn a_revoked_token_is_replaced_and_nothing_is_lost() {
+    let (_daemon, peer) = survives(|peer| peer.revoke_tokens(), "");
+    assert!(
+        peer.token_attempts().len() >= 2,
+        "a fresh token was fetched"
+    );
+}
+
+#[test]
+fn retry_after_is_honoured_on_the_token_call_and_the_upgrade() {
+    let peer = CloudPeer::start();
+    peer.throttle_tokens(Some(Throttle::new(429, 1, 2)));
+    peer.throttle_upgrades(Some(Throttle::new(503, 1, 2)));
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "s", 5);
+    assert_peer_has_the_trace(&daemon, &peer);
+    for (what, attempts) in [
+        ("token", peer.token_attempts()),
+        ("upgrade", peer.upgrade_attempts()),
+    ] {
+        assert!(attempts.len() >= 3, "{what}: {attempts:?}");
+        for pair in attempts[..3].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(
+                gap >= Duration::from_millis(950),
+                "{what}: the next attempt came {gap:?} after a Retry-After of 1 s"
+            );
+        }
+    }
+}
+
+#[test]
+fn tokens_are_renewed_before_they_expire_without_dropping_the_connection() {
+    let peer = CloudPeer::start_with(PeerConfig {
+        token_lifetime_s: 3,
+        ..PeerConfig::default()
+    });
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "s", 3);
+    let started = Instant::now();
+    assert!(peer.wait_until(|s| s.token_attempts().len() >= 3, CATCH_UP));
+    let attempts = peer.token_attempts();
+    for pair in attempts.windows(2) {
+        assert!(
+            pair[1] - pair[0] < Duration::from_secs(3),
+            "renewed {:?} after the last token, which lives 3 s",
+            pair[1] - pair[0]
+        );
+    }
+    assert_eq!(peer.connections(), 1, "the connection stayed up");
+    assert!(started.elapsed() < CATCH_UP);
+    decide(&daemon, "t", 3);
+    assert_peer_has_the_trace(&daemon, &peer);
+}
+
+#[test]
+fn a_daemon_restart_resumes_from_the_cursor_without_doubles() {
+    let peer = CloudPeer::start();
+    let mut daemon = linked(&peer, "", "");
+    decide(&daemon, "a", 100);
+    assert_peer_has_the_trace(&daemon, &peer);
+    // The peer stores a batch before it acknowledges it: wait for the daemon to hear the ack.
+    crate::support::eventually("the last ack arrives", || {
+        daemon.conn().ok("cloud.status", json!({}))["trace"]["acked_seq"] == 99
+    });
+    daemon.stop();
+    let cursor = std::fs::read_to_string(daemon.sandbox.data_dir().join("cloud/cursor")).unwrap();
+    let cursor: Value = serde_json::from_str(&cursor).unwrap();
+    assert_eq!(cursor["trace"], 99, "{cursor}");
+    daemon.launch();
+    decide(&daemon, "b", 100);
+    assert_peer_has_the_trace(&daemon, &peer);
+    assert_eq!(peer.duplicates(Stream::Trace), 0, "nothing was sent twice");
+
+    // Killed in the middle of streaming: entries may be sent again, never stored twice.
+    let agent = keep_deciding(&daemon, "c");
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill();
+    let _ = stop_deciding_allowing_failure(agent);
+    daemon.launch();
+    decide(&daemon, "d", 20);
+    assert_peer_has_the_trace(&daemon, &peer);
+}
+
+/// Like [`stop_deciding`], for an agent whose daemon was killed under it.
+fn stop_deciding_allowing_failure(
+    (stop, agent): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<usize>,
+    ),
+) -> Option<usize> {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    agent.join().ok()
+}
+
+#[test]
+fn a_cloud_restored_from_an_older_backup_is_refilled_from_the_trace() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "a", 50);
+    assert_peer_has_the_trace(&daemon, &peer);
+    peer.stop();
+    peer.forget_from(Stream::Trace, 20);
+    peer.restart();
+    decide(&daemon, "b", 5);
+    assert_peer_has_the_trace(&daemon, &peer);
+}
+
+#[test]
+fn a_peer_away_for_more_than_the_window_gets_the_backlog_and_memory_stays_bounded() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "[trace]\ndurability = \"none\"\n");
+    decide(&daemon, "warm", 10);
+    assert!(peer.wait_for_entries(Stream::Trace, 10, CATCH_UP));
+    peer.stop();
+    let pid = daemon.pid();
+    let agents: Vec<_> = (0..4)
+        .map(|agent| {
+            let socket = daemon.socket();
+            std::thread::spawn(move || {
+                let mut conn = crate::support::Conn::open(&socket).unwrap();
+                for i in 0..3_000 {
+                    conn.ok(
+                        "decision.evaluate",
+                        event(&format!("agent-{agent}"), &format!("p{i}")),
+                    );
+                }
+            })
+        })
+        .collect();
+    for agent in agents {
+        agent.join().unwrap();
+    }
+    let before = vm_kib(pid, "VmRSS:");
+    let status = daemon.conn().ok("cloud.status", json!({}));
+    assert!(
+        status["trace"]["backlog"].as_u64().unwrap() > 10_000,
+        "{status}"
+    );
+    peer.restart();
+    assert_peer_has_the_trace(&daemon, &peer);
+    let peak = vm_kib(pid, "VmHWM:");
+    assert!(
+        peak < before + 64 * 1024,
+        "catching up 12,000 entries took the daemon from {before} KiB to a peak of {peak} KiB"
+    );
+}
+
+#[test]
+fn the_kill_switch_is_obeyed_only_when_configured() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "s", 1);
+    assert!(peer.wait_for_entries(Stream::Trace, 1, CATCH_UP));
+    assert!(peer.send_kill_switch("paused", "incident 7"));
+    crate::support::eventually("the ignored switch is audited", || {
+        daemon
+            .audit_events()
+            .iter()
+            .any(|e| e["event_type"] == "cloud_kill_switch_ignored")
+    });
+    assert_eq!(
+        daemon.conn().ok("autopilot.status", json!({}))["state"],
+        "running"
+    );
+
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "honor_kill_switch = true\n", "");
+    decide(&daemon, "s", 1);
+    assert!(peer.wait_for_entries(Stream::Trace, 1, CATCH_UP));
+    assert!(peer.send_kill_switch("paused", "incident 7"));
+    crate::support::eventually("the autopilot is paused by the cloud", || {
+        daemon.conn().ok("autopilot.status", json!({}))["state"] == "paused"
+    });
+    let status = daemon.conn().ok("autopilot.status", json!({}));
+    assert_eq!(status["changed_by"], "cloud", "{status}");
+    let answer = daemon
+        .conn()
+        .ok("decision.evaluate", event("s", "after-pause"));
+    assert_eq!(answer["action"], "require_human", "{answer}");
+    assert!(peer.send_kill_switch("running", "resolved"));
+    crate::support::eventually("the autopilot runs again", || {
+        daemon.conn().ok("autopilot.status", json!({}))["state"] == "running"
+    });
+
+    // A switch that is not signed by the server key changes nothing.
+    peer.sign_outgoing(OutgoingSigning::WrongKey);
+    assert!(peer.send_kill_switch("paused", "forged"));
+    crate::support::eventually("the forged switch is rejected", || {
+        daemon.audit_events().iter().any(|e| {
+            e["event_type"] == "cloud_message_rejected" && e["details"]["type"] == "kill_switch"
+        })
+    });
+    assert_eq!(
+        daemon.conn().ok("autopilot.status", json!({}))["state"],
+        "running"
+    );
+}
