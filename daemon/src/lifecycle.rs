@@ -324,7 +324,11 @@ pub async fn load_policy(
     Arc<crate::decisions::policy::ActivePolicy>,
     Vec<atlasbridge_protocol::policy::PolicyError>,
 > {
-    let file = file.or_else(|| daemon.settings().config.policy.file.clone());
+    // Local precedence: an explicit file, the configured file, then a policy accepted from the
+    // cloud, then the built-in default.
+    let file = file
+        .or_else(|| daemon.settings().config.policy.file.clone())
+        .or_else(|| crate::cloud::policy_sync::accepted_policy_file(daemon.data_dir()));
     let shown = file.as_ref().map_or_else(
         || "(built-in safe-default)".to_owned(),
         |f| f.display().to_string(),

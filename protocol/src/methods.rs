@@ -754,3 +754,39 @@ pub struct CloudStatusResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
+
+/// Method: verified cloud policies waiting to be accepted.
+pub const POLICY_PENDING: &str = "policy.pending";
+/// Method: makes a pending cloud policy the daemon's policy.
+pub const POLICY_ACCEPT: &str = "policy.accept";
+
+/// A cloud policy that passed verification and waits for `policy.accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPolicy {
+    /// The policy's name in the cloud's registry.
+    pub name: String,
+    /// Its version there.
+    pub version: String,
+    /// Its `policy_hash`.
+    pub content_hash: String,
+    /// When the daemon verified it.
+    pub received_at: String,
+}
+
+/// Result of `policy.pending`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPendingResult {
+    /// Oldest first.
+    pub pending: Vec<PendingPolicy>,
+    /// The accepted cloud policy's hash, if one was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+}
+
+/// Params of `policy.accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAcceptParams {
+    /// The full `content_hash` of a pending policy.
+    pub hash: String,
+}

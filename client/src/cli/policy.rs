@@ -9,8 +9,8 @@ use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::hash::sha256_hex;
 use atlasbridge_protocol::methods::{
-    self as m, Pin, PinList, PinParams, PinScope, PolicyReloadParams, PolicyStatus, UnpinParams,
-    VersionList,
+    self as m, Pin, PinList, PinParams, PinScope, PolicyAcceptParams, PolicyPendingResult,
+    PolicyReloadParams, PolicyStatus, UnpinParams, VersionList,
 };
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
 use atlasbridge_protocol::policy::{self, Action, AutonomyMode, LoadedPolicy, PolicyError};
@@ -128,6 +128,14 @@ pub enum PolicyCommand {
     Pins,
     /// The policy versions the daemon has stored, with their pins.
     Versions,
+    /// Policies the cloud offered that passed verification and wait to be accepted.
+    Pending,
+    /// Makes a pending cloud policy the daemon's policy, across restarts (admin role). Refused
+    /// while a local [policy] file is configured: the local file always takes precedence.
+    Accept {
+        /// The full content hash, as `policy pending` shows it.
+        hash: String,
+    },
     /// Makes the daemon read its policy file again (or FILE). A policy that does not load never
     /// replaces the active one: its errors are printed and the command exits 1.
     Reload {
@@ -281,6 +289,37 @@ pub(super) fn run(ctx: &Context, command: &PolicyCommand) -> Result<ExitCode, Cl
             output,
             dry_run,
         } => migrate(ctx, file, output.as_deref(), *dry_run),
+        PolicyCommand::Pending => {
+            let list: PolicyPendingResult = ctx.connect()?.call(m::POLICY_PENDING, None::<()>)?;
+            if ctx.out.is_json() {
+                ctx.out.json(&list);
+            } else if list.pending.is_empty() {
+                println!("No cloud policy is pending.");
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .pending
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.content_hash.clone(),
+                            p.name.clone(),
+                            p.version.clone(),
+                            p.received_at.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["CONTENT HASH", "NAME", "VERSION", "RECEIVED"], &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Accept { hash } => {
+            let status: PolicyStatus = ctx.connect()?.call(
+                m::POLICY_ACCEPT,
+                Some(PolicyAcceptParams { hash: hash.clone() }),
+            )?;
+            print_status(ctx, &status);
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCommand::Status => {
             let status: PolicyStatus = ctx.connect()?.call(m::POLICY_STATUS, None::<()>)?;
             print_status(ctx, &status);

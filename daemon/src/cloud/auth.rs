@@ -96,6 +96,7 @@ impl Token {
 #[derive(Debug, Clone)]
 pub struct TokenClient {
     http: reqwest::Client,
+    api_base: Url,
     url: Url,
     request: TokenRequest,
 }
@@ -110,7 +111,22 @@ impl TokenClient {
         let url = api_base
             .join("v1/auth/token")
             .map_err(|e| format!("bad api_base {api_base}: {e}"))?;
-        Ok(Self { http, url, request })
+        Ok(Self {
+            http,
+            api_base: api_base.clone(),
+            url,
+            request,
+        })
+    }
+
+    /// The HTTP client, shared with the policy registry calls.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The REST base URL.
+    pub fn api_base(&self) -> &Url {
+        &self.api_base
     }
 
     /// Exchanges the API key for a token (one attempt).

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use atlasbridge_protocol::cloud::envelope::{Envelope, MAX_MESSAGE_BYTES};
 use atlasbridge_protocol::cloud::messages::{
-    Ack, AuditBatch, Challenge, Heartbeat, Hello, KillSwitch, PROTOCOL_VERSION, Stream, Welcome,
-    WireHead, kind,
+    Ack, AuditBatch, Challenge, Heartbeat, Hello, KillSwitch, PROTOCOL_VERSION, PolicyRef, Stream,
+    Welcome, WireHead, kind,
 };
 use atlasbridge_protocol::cloud::retry::parse_retry_after;
 use atlasbridge_protocol::trace::ChainHead;
@@ -83,6 +83,8 @@ pub struct LinkContext {
     pub honor_kill_switch: bool,
     /// Where the cursors live.
     pub cursor_path: std::path::PathBuf,
+    /// Fetches offered policies (set once the token keeper runs).
+    pub fetcher: Option<super::policy_sync::Fetcher>,
     /// The chains' directories.
     pub trace_dir: std::path::PathBuf,
     /// See `trace_dir`.
@@ -195,6 +197,17 @@ pub async fn serve(
         s.clock_skew_s = clock_skew(&welcome.server_time);
     });
     info!(endpoint = %ctx.endpoint, session = %welcome.session, "connected to the cloud");
+    if let (Some(offer), Some(fetcher)) = (&welcome.policy, &ctx.fetcher)
+        && super::policy_sync::is_new(&ctx.daemon, offer)
+    {
+        // Published while the link was down: the same as an offer now.
+        tokio::spawn(super::policy_sync::handle_offer(
+            Arc::clone(&ctx.daemon),
+            Arc::clone(&ctx.status),
+            fetcher.clone(),
+            offer.clone(),
+        ));
+    }
     let why = session.run(&welcome, cursors, stop).await;
     // Whatever happened, keep what was acknowledged.
     if let Err(e) = cursor::store(&ctx.cursor_path, cursors) {
@@ -538,12 +551,23 @@ impl Session<'_> {
                 false
             }
             kind::POLICY_UPDATE_AVAILABLE => {
-                info!(payload = %envelope.payload, "the cloud offers a policy update");
-                ctx.daemon.audit().record_in_background(
-                    "cloud_policy_update_available",
-                    Actor::Cloud,
-                    envelope.payload.clone(),
-                );
+                let Ok(offer) = envelope.payload_as::<PolicyRef>() else {
+                    self.reject(
+                        kind::POLICY_UPDATE_AVAILABLE,
+                        "the payload is not a policy reference",
+                    );
+                    return false;
+                };
+                info!(name = %offer.name, version = %offer.version, "the cloud offers a policy");
+                if let Some(fetcher) = ctx.fetcher.clone() {
+                    // Its own task: fetching must not hold up the stream.
+                    tokio::spawn(super::policy_sync::handle_offer(
+                        Arc::clone(&ctx.daemon),
+                        Arc::clone(&ctx.status),
+                        fetcher,
+                        offer,
+                    ));
+                }
                 false
             }
             kind::ERROR => {

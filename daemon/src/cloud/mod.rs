@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod cursor;
 pub mod link;
+pub mod policy_sync;
 pub mod reader;
 pub mod status;
 pub mod tls;
@@ -100,6 +101,14 @@ async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
         }
     };
     let (token_tx, mut token_rx) = watch::channel(None);
+    let mut ctx = ctx;
+    ctx.fetcher = Some(policy_sync::Fetcher {
+        http: tokens.http().clone(),
+        api_base: tokens.api_base().clone(),
+        token: token_rx.clone(),
+        server_key: ctx.server_key,
+        mode: daemon.settings().config.cloud.policy_sync,
+    });
     let renew_now = Arc::new(Notify::new());
     let keeper = tokio::spawn(keep_token(
         tokens,
@@ -294,6 +303,7 @@ async fn prepare(daemon: &Arc<Daemon>) -> Result<LinkContext, String> {
         stream_audit: settings.features.is_enabled(Feature::CloudAuditStream),
         honor_kill_switch: config.honor_kill_switch,
         cursor_path: cursor::cursor_path(data_dir),
+        fetcher: None,
         trace_dir: crate::trace::trace_dir(data_dir),
         audit_dir: crate::trace::audit_dir(data_dir),
     })

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use atlasbridge_e2e::cloud_peer::{
-    CloseMidBatch, CloudPeer, OutgoingSigning, PeerConfig, Refusal, Throttle,
+    CloseMidBatch, CloudPeer, OutgoingSigning, PeerConfig, PolicySigning, Refusal, Throttle,
 };
 use atlasbridge_protocol::cloud::messages::Stream;
 use serde_json::{Value, json};
@@ -175,11 +175,13 @@ fn cloud_config(peer: &CloudPeer, extra: &str) -> String {
 fn linked(peer: &CloudPeer, extra: &str, more: &str) -> TestDaemon {
     let sandbox = Sandbox::new();
     let policy = sandbox.write("policy.yaml", POLICY);
-    let config = format!(
-        "[policy]\nfile = \"{}\"\n\n{}\n{more}",
-        policy.display(),
-        cloud_config(peer, extra)
-    );
+    let more = format!("[policy]\nfile = \"{}\"\n{more}", policy.display());
+    linked_in(sandbox, peer, extra, &more)
+}
+
+/// Like [`linked`], with no local policy file (the built-in default is active).
+fn linked_in(sandbox: Sandbox, peer: &CloudPeer, extra: &str, more: &str) -> TestDaemon {
+    let config = format!("{}\n{more}", cloud_config(peer, extra));
     TestDaemon::start_in(
         sandbox,
         Options::default()
@@ -645,4 +647,210 @@ fn the_kill_switch_is_obeyed_only_when_configured() {
         daemon.conn().ok("autopilot.status", json!({}))["state"],
         "running"
     );
+}
+
+// Policies the cloud offers.
+
+/// A cloud policy that denies every yes/no prompt (so it is easy to see when it decides).
+const CLOUD_POLICY: &str = r#"policy_version: "1"
+name: cloud-strict
+autonomy_mode: full
+rules:
+  - id: cloud-no
+    match:
+      prompt_type: [yes_no]
+    action:
+      type: deny
+      reason: the cloud says no
+"#;
+
+fn cloud_policy_hash(yaml: &str) -> String {
+    atlasbridge_protocol::policy::load_str(yaml, std::path::Path::new("cloud.yaml"))
+        .unwrap()
+        .hash
+}
+
+fn active_hash(daemon: &TestDaemon) -> String {
+    daemon.conn().ok("policy.status", json!({}))["policy_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn audited(daemon: &TestDaemon, event_type: &str) -> Vec<Value> {
+    daemon
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event_type"] == event_type)
+        .collect()
+}
+
+/// A linked daemon without a local policy file, whose link is up.
+fn linked_without_policy(peer: &CloudPeer, extra: &str) -> TestDaemon {
+    let daemon = linked_in(Sandbox::new(), peer, extra, "");
+    decide(&daemon, "warm", 1);
+    assert!(peer.wait_for_entries(Stream::Trace, 1, CATCH_UP));
+    daemon
+}
+
+#[test]
+fn an_offered_policy_waits_for_accept_in_manual_mode_and_stays_after_a_restart() {
+    let peer = CloudPeer::start();
+    let mut daemon = linked_without_policy(&peer, "");
+    let before = active_hash(&daemon);
+    let hash = cloud_policy_hash(CLOUD_POLICY);
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::Good);
+    crate::support::eventually("the policy is pending", || {
+        daemon.conn().ok("policy.pending", json!({}))["pending"][0]["content_hash"] == hash.as_str()
+    });
+    assert_eq!(active_hash(&daemon), before, "manual: nothing applied yet");
+    let listed = daemon.cli(&["policy", "pending"]);
+    listed.assert_code(0);
+    assert!(listed.stdout.contains(&hash), "{}", listed.stdout);
+
+    daemon.cli(&["policy", "accept", &hash]).assert_code(0);
+    assert_eq!(active_hash(&daemon), hash);
+    let answer = daemon
+        .conn()
+        .ok("decision.evaluate", event("s", "after-accept"));
+    assert_eq!(answer["action"], "deny", "{answer}");
+    for event_type in [
+        "cloud_policy_offered",
+        "cloud_policy_pending",
+        "cloud_policy_accepted",
+    ] {
+        assert_eq!(audited(&daemon, event_type).len(), 1, "{event_type}");
+    }
+    daemon.restart();
+    assert_eq!(
+        active_hash(&daemon),
+        hash,
+        "the accepted policy survives a restart"
+    );
+    assert!(
+        daemon.conn().ok("policy.pending", json!({}))["pending"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_offered_policy_applies_at_once_in_auto_mode() {
+    let peer = CloudPeer::start();
+    let daemon = linked_without_policy(&peer, "policy_sync = \"auto\"\n");
+    let hash = cloud_policy_hash(CLOUD_POLICY);
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::Good);
+    crate::support::eventually("the policy is active", || active_hash(&daemon) == hash);
+    assert_eq!(audited(&daemon, "cloud_policy_applied").len(), 1);
+    let status = daemon.conn().ok("cloud.status", json!({}));
+    assert_eq!(status["policy_sync"], "synced", "{status}");
+}
+
+#[test]
+fn a_policy_published_while_the_link_was_down_is_picked_up_from_the_welcome() {
+    let peer = CloudPeer::start();
+    let daemon = linked_without_policy(&peer, "policy_sync = \"auto\"\n");
+    peer.stop();
+    let hash = cloud_policy_hash(CLOUD_POLICY);
+    // Nobody is connected: the announcement reaches no one.
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::Good);
+    peer.restart();
+    crate::support::eventually("the policy is active", || active_hash(&daemon) == hash);
+}
+
+#[test]
+fn a_local_policy_file_takes_precedence_over_auto() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "policy_sync = \"auto\"\n", "");
+    decide(&daemon, "warm", 1);
+    assert!(peer.wait_for_entries(Stream::Trace, 1, CATCH_UP));
+    let before = active_hash(&daemon);
+    let hash = cloud_policy_hash(CLOUD_POLICY);
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::Good);
+    crate::support::eventually("the policy is pending", || {
+        !audited(&daemon, "cloud_policy_pending").is_empty()
+    });
+    let pending = &audited(&daemon, "cloud_policy_pending")[0];
+    assert_eq!(
+        pending["details"]["reason"],
+        "a local [policy] file takes precedence"
+    );
+    assert_eq!(active_hash(&daemon), before);
+    let refused = daemon.cli(&["policy", "accept", &hash]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("takes precedence"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(active_hash(&daemon), before);
+}
+
+#[test]
+fn a_badly_signed_or_mismatched_policy_is_rejected_audited_and_changes_nothing() {
+    let peer = CloudPeer::start();
+    let daemon = linked_without_policy(&peer, "policy_sync = \"auto\"\n");
+    let before = active_hash(&daemon);
+    let hash = cloud_policy_hash(CLOUD_POLICY);
+
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::BadSignature);
+    crate::support::eventually("rejected", || {
+        audited(&daemon, "cloud_policy_rejected").len() == 1
+    });
+    let rejected = &audited(&daemon, "cloud_policy_rejected")[0];
+    assert!(
+        rejected["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("signature does not verify"),
+        "{rejected}"
+    );
+
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::MismatchedHash);
+    crate::support::eventually("rejected", || {
+        audited(&daemon, "cloud_policy_rejected").len() == 2
+    });
+
+    // Well signed, but the YAML is not the policy the hash names.
+    let other = CLOUD_POLICY.replace("the cloud says no", "tampered");
+    peer.push_policy("team", &other, &hash, PolicySigning::Good);
+    crate::support::eventually("rejected", || {
+        audited(&daemon, "cloud_policy_rejected").len() == 3
+    });
+    let tampered = &audited(&daemon, "cloud_policy_rejected")[2];
+    assert!(
+        tampered["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not to its content_hash"),
+        "{tampered}"
+    );
+
+    // Announced in an envelope the server key did not sign: dropped before any fetch.
+    peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::WrongKeyEnvelope);
+    crate::support::eventually("dropped", || {
+        audited(&daemon, "cloud_message_rejected")
+            .iter()
+            .any(|e| e["details"]["type"] == "policy_update_available")
+    });
+    let invalid = "policy_version: \"1\"\nname: broken\nrules: [\n";
+    peer.push_policy("team", invalid, &hash, PolicySigning::Good);
+    crate::support::eventually("rejected", || {
+        audited(&daemon, "cloud_policy_rejected").len() == 4
+    });
+
+    assert_eq!(
+        active_hash(&daemon),
+        before,
+        "the active policy never changed"
+    );
+    assert!(
+        daemon.conn().ok("policy.pending", json!({}))["pending"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let status = daemon.conn().ok("cloud.status", json!({}));
+    assert_eq!(status["policy_sync"], "error", "{status}");
 }

@@ -152,12 +152,15 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::SESSION_SHOW
         | m::POLICY_PINS
         | m::POLICY_VERSIONS
-        | m::CLOUD_STATUS => Role::Viewer,
+        | m::CLOUD_STATUS
+        | m::POLICY_PENDING => Role::Viewer,
         m::SESSION_START | m::SESSION_END => Role::Operator,
         // Pulling the kill switch is an admin's act, like changing the policy it overrides.
         m::AUTOPILOT_PAUSE | m::AUTOPILOT_RESUME | m::AUTOPILOT_STOP => Role::Admin,
         m::DECISION_RECORD | m::DECISION_EVALUATE => Role::Operator,
-        m::TRACE_REPAIR | m::POLICY_RELOAD | m::POLICY_PIN | m::POLICY_UNPIN => Role::Admin,
+        m::TRACE_REPAIR | m::POLICY_RELOAD | m::POLICY_PIN | m::POLICY_UNPIN | m::POLICY_ACCEPT => {
+            Role::Admin
+        }
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
@@ -235,6 +238,14 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
         },
         m::POLICY_VERSIONS => match no_params(params) {
             Ok(()) => Handled::reply(pins::versions(ctx)),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_PENDING => match no_params(params) {
+            Ok(()) => Handled::reply(policy::pending(daemon)),
+            Err(e) => Handled::error(e),
+        },
+        m::POLICY_ACCEPT => match decode_params(params) {
+            Ok(p) => Handled::reply(policy::accept(ctx, p).await),
             Err(e) => Handled::error(e),
         },
         m::POLICY_STATUS => match no_params(params) {

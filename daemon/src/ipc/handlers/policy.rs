@@ -1,8 +1,11 @@
-//! `policy.status` and `policy.reload`.
+//! `policy.status`, `policy.reload`, and the cloud's pending policies: `policy.pending`,
+//! `policy.accept`.
 
 use std::path::PathBuf;
 
-use atlasbridge_protocol::methods::{PolicyReloadParams, PolicyStatus};
+use atlasbridge_protocol::methods::{
+    PolicyAcceptParams, PolicyPendingResult, PolicyReloadParams, PolicyStatus,
+};
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
 use serde_json::json;
 
@@ -57,5 +60,60 @@ pub(super) async fn reload(
             ),
         )
         .with_data(json!({ "field": "path", "errors": errors }))),
+    }
+}
+
+/// The verified cloud policies waiting for `policy.accept`, and the accepted one.
+pub(super) fn pending(daemon: &Daemon) -> Result<PolicyPendingResult, ErrorObject> {
+    let book = crate::cloud::policy_sync::read_book(daemon.data_dir())
+        .map_err(|e| ErrorObject::new(ErrorCode::InternalError, e))?;
+    Ok(PolicyPendingResult {
+        pending: book.pending,
+        accepted: book.accepted,
+    })
+}
+
+/// Makes a pending cloud policy the daemon's policy (unless a local `[policy] file` is
+/// configured, which always takes precedence: then accepting is refused, so nothing looks
+/// applied that is not).
+pub(super) async fn accept(
+    ctx: &RequestContext<'_>,
+    params: PolicyAcceptParams,
+) -> Result<PolicyStatus, ErrorObject> {
+    let daemon = ctx.daemon;
+    if let Some(file) = &daemon.settings().config.policy.file {
+        return Err(ErrorObject::invalid_params(
+            "hash",
+            format!(
+                "the local policy file {} takes precedence over cloud policies; remove [policy] \
+                 file from the config to use cloud policies",
+                file.display()
+            ),
+        ));
+    }
+    let data_dir = daemon.data_dir().to_path_buf();
+    let hash = params.hash.clone();
+    let path = tokio::task::block_in_place(|| crate::cloud::policy_sync::accept(&data_dir, &hash))
+        .map_err(|e| ErrorObject::invalid_params("hash", e))?;
+    match crate::lifecycle::load_policy(daemon, Some(path), ctx.actor()).await {
+        Ok(active) => {
+            let _ = daemon
+                .audit()
+                .record(
+                    "cloud_policy_accepted",
+                    &ctx.actor(),
+                    json!({ "content_hash": params.hash }),
+                )
+                .await;
+            Ok(summary(&active, None))
+        }
+        Err(errors) => Err(ErrorObject::new(
+            ErrorCode::InvalidParams,
+            format!(
+                "the accepted policy did not load; the active policy stays: {}",
+                errors.first().map(ToString::to_string).unwrap_or_default()
+            ),
+        )
+        .with_data(json!({ "field": "hash", "errors": errors }))),
     }
 }

@@ -1,0 +1,407 @@
+//! Policies the cloud offers: fetched, verified, validated, then made active or kept pending.
+//!
+//! An offer (`policy_update_available`) is only advice. The daemon fetches the version, checks
+//! the server's signature (when `server_public_key` is set) and that the policy's own hash is
+//! the `content_hash` it was offered under, and validates it with the same loader as a local
+//! file. A policy that fails any step never replaces the active one. One that passes is stored
+//! under `<data_dir>/cloud/policies/<hash>.yaml`, then:
+//! - with `policy_sync = "auto"` and no local `[policy] file`, it becomes active at once;
+//! - otherwise it waits in the pending list until `atlasbridge policy accept HASH`.
+//!
+//! An accepted cloud policy is the daemon's policy from then on, across restarts, unless a
+//! local `[policy] file` is configured: local precedence, always. Every step is an audit event.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use atlasbridge_protocol::cloud::messages::PolicyRef;
+use atlasbridge_protocol::cloud::rest::PolicyVersion;
+use atlasbridge_protocol::features::Feature;
+use atlasbridge_protocol::methods::PendingPolicy;
+use atlasbridge_protocol::policy::load_str;
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use url::Url;
+
+use super::auth::{CallError, Token, check_status};
+use super::config::PolicySync;
+use super::status::CloudStatus;
+use crate::audit::Actor;
+use crate::state::Daemon;
+
+/// Attempts at fetching one offered version (each after the wait the cloud asks for).
+const FETCH_ATTEMPTS: usize = 5;
+
+/// What the daemon keeps about cloud policies, in `<data_dir>/cloud/policies.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyBook {
+    /// The hash of the accepted cloud policy, if one was.
+    pub accepted: Option<String>,
+    /// Verified versions waiting for `policy accept`.
+    pub pending: Vec<PendingPolicy>,
+}
+
+fn cloud_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("cloud")
+}
+
+fn book_path(data_dir: &Path) -> PathBuf {
+    cloud_dir(data_dir).join("policies.json")
+}
+
+/// Where a verified cloud policy is kept.
+pub fn policy_path(data_dir: &Path, hash: &str) -> PathBuf {
+    cloud_dir(data_dir)
+        .join("policies")
+        .join(format!("{hash}.yaml"))
+}
+
+/// Reads the book; a missing file is an empty one.
+pub fn read_book(data_dir: &Path) -> Result<PolicyBook, String> {
+    let path = book_path(data_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PolicyBook::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn write_book(data_dir: &Path, book: &PolicyBook) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(book).map_err(|e| e.to_string())?;
+    crate::files::write_atomic(&book_path(data_dir), &bytes)
+        .map_err(|e| format!("cannot write {}: {e}", book_path(data_dir).display()))
+}
+
+/// The accepted cloud policy's file, when there is one (the daemon loads it when no local
+/// `[policy] file` is configured).
+pub fn accepted_policy_file(data_dir: &Path) -> Option<PathBuf> {
+    let hash = read_book(data_dir).ok()?.accepted?;
+    let path = policy_path(data_dir, &hash);
+    path.exists().then_some(path)
+}
+
+/// Marks the stored version `hash` accepted and drops it from the pending list. Blocking.
+pub fn accept(data_dir: &Path, hash: &str) -> Result<PathBuf, String> {
+    let path = policy_path(data_dir, hash);
+    let mut book = read_book(data_dir)?;
+    let known = book.pending.iter().any(|p| p.content_hash == hash)
+        || book.accepted.as_deref() == Some(hash);
+    if !known || !path.exists() {
+        return Err(format!(
+            "no cloud policy {hash} is pending; `atlasbridge policy pending` lists them"
+        ));
+    }
+    book.pending.retain(|p| p.content_hash != hash);
+    book.accepted = Some(hash.to_owned());
+    write_book(data_dir, &book)?;
+    Ok(path)
+}
+
+/// Whether `offer` names a policy this daemon has not seen: not active, not accepted, not
+/// pending.
+pub fn is_new(daemon: &Daemon, offer: &PolicyRef) -> bool {
+    let active = daemon.stores().decisions.policy.active();
+    if active.is_some_and(|a| a.hash == offer.content_hash) {
+        return false;
+    }
+    match read_book(daemon.data_dir()) {
+        Ok(book) => {
+            book.accepted.as_deref() != Some(offer.content_hash.as_str())
+                && !book
+                    .pending
+                    .iter()
+                    .any(|p| p.content_hash == offer.content_hash)
+        }
+        Err(_) => true,
+    }
+}
+
+/// What the link needs to fetch offered policies.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    /// The REST base.
+    pub api_base: Url,
+    /// The current token.
+    pub token: watch::Receiver<Option<Token>>,
+    /// The key the cloud signs policies with.
+    pub server_key: Option<VerifyingKey>,
+    /// `manual` or `auto`.
+    pub mode: PolicySync,
+}
+
+/// Handles one offer to the end; runs as its own task so the link keeps streaming.
+pub async fn handle_offer(
+    daemon: std::sync::Arc<Daemon>,
+    status: std::sync::Arc<CloudStatus>,
+    fetcher: Fetcher,
+    offer: PolicyRef,
+) {
+    let audit = daemon.audit();
+    let offered =
+        json!({ "name": offer.name, "version": offer.version, "content_hash": offer.content_hash });
+    let _ = audit
+        .record("cloud_policy_offered", &Actor::Cloud, offered.clone())
+        .await;
+    if !daemon
+        .settings()
+        .features
+        .is_enabled(Feature::CloudPolicySync)
+    {
+        info!(name = %offer.name, "ignoring a policy offer: the cloud_policy_sync flag is off");
+        let _ = audit
+            .record(
+                "cloud_policy_ignored",
+                &Actor::Cloud,
+                json!({ "offer": offered, "reason": "the cloud_policy_sync flag is off" }),
+            )
+            .await;
+        return;
+    }
+    let path = match verify_offer(&daemon, &fetcher, &offer).await {
+        Ok(path) => path,
+        Err(why) => return reject(&daemon, &status, &offer, why).await,
+    };
+    let data_dir = daemon.data_dir().to_path_buf();
+    let local_file = daemon.settings().config.policy.file.is_some();
+    let pending = PendingPolicy {
+        name: offer.name.clone(),
+        version: offer.version.clone(),
+        content_hash: offer.content_hash.clone(),
+        received_at: crate::clock::now_rfc3339(),
+    };
+    let apply_now = fetcher.mode == PolicySync::Auto && !local_file;
+    let recorded = tokio::task::spawn_blocking({
+        let data_dir = data_dir.clone();
+        let pending = pending.clone();
+        move || -> Result<(), String> {
+            let mut book = read_book(&data_dir)?;
+            book.pending
+                .retain(|p| p.content_hash != pending.content_hash);
+            if apply_now {
+                book.accepted = Some(pending.content_hash.clone());
+            } else {
+                book.pending.push(pending);
+            }
+            write_book(&data_dir, &book)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(why) = recorded {
+        return reject(&daemon, &status, &offer, why).await;
+    }
+    if apply_now {
+        match crate::lifecycle::load_policy(&daemon, Some(path), Actor::Cloud).await {
+            Ok(active) => {
+                info!(name = %offer.name, hash = %active.hash, "applied a policy from the cloud");
+                status.update(|s| s.policy_sync = "synced".to_owned());
+                let _ = daemon
+                    .audit()
+                    .record("cloud_policy_applied", &Actor::Cloud, offered)
+                    .await;
+            }
+            Err(errors) => {
+                let why = format!(
+                    "it did not load: {}",
+                    errors.first().map(ToString::to_string).unwrap_or_default()
+                );
+                reject(&daemon, &status, &offer, why).await;
+            }
+        }
+    } else {
+        let reason = if local_file {
+            "a local [policy] file takes precedence"
+        } else {
+            "policy_sync is manual"
+        };
+        info!(name = %offer.name, version = %offer.version, reason, "a policy from the cloud is pending; `atlasbridge policy accept` applies it");
+        status.update(|s| s.policy_sync = "pending".to_owned());
+        let _ = daemon
+            .audit()
+            .record(
+                "cloud_policy_pending",
+                &Actor::Cloud,
+                json!({ "offer": offered, "reason": reason }),
+            )
+            .await;
+    }
+}
+
+/// A refused offer: logged, shown in `cloud status`, audited; the active policy is untouched.
+async fn reject(daemon: &Daemon, status: &CloudStatus, offer: &PolicyRef, why: String) {
+    warn!(name = %offer.name, version = %offer.version, why, "rejected a policy from the cloud");
+    status.update(|s| s.policy_sync = "error".to_owned());
+    status.set_error(&format!("policy {} v{}: {why}", offer.name, offer.version));
+    let offered =
+        json!({ "name": offer.name, "version": offer.version, "content_hash": offer.content_hash });
+    let _ = daemon
+        .audit()
+        .record(
+            "cloud_policy_rejected",
+            &Actor::Cloud,
+            json!({ "offer": offered, "reason": why }),
+        )
+        .await;
+}
+
+/// Fetches, verifies and stores the offered version; its stored path, or why it was refused.
+async fn verify_offer(
+    daemon: &Daemon,
+    fetcher: &Fetcher,
+    offer: &PolicyRef,
+) -> Result<PathBuf, String> {
+    let version = fetch(fetcher, offer).await?;
+    if version.name != offer.name || version.version != offer.version {
+        return Err(format!(
+            "the cloud served {} v{} for an offer of {} v{}",
+            version.name, version.version, offer.name, offer.version
+        ));
+    }
+    if let Some(key) = &fetcher.server_key
+        && !version.signature_verifies(key)
+    {
+        return Err("the policy's signature does not verify under server_public_key".to_owned());
+    }
+    if version.content_hash != offer.content_hash {
+        return Err(format!(
+            "the served content_hash {} is not the offered {}",
+            version.content_hash, offer.content_hash
+        ));
+    }
+    let label = PathBuf::from(format!("cloud:{}@{}.yaml", offer.name, offer.version));
+    let loaded = load_str(&version.yaml, &label).map_err(|e| {
+        let first = e
+            .errors
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        format!(
+            "the policy is not valid ({} errors; first: {first})",
+            e.errors.len()
+        )
+    })?;
+    if loaded.hash != version.content_hash {
+        return Err(format!(
+            "the policy hashes to {}, not to its content_hash {}",
+            loaded.hash, version.content_hash
+        ));
+    }
+    let path = policy_path(daemon.data_dir(), &loaded.hash);
+    let yaml = version.yaml.clone();
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || crate::files::write_atomic(&target, yaml.as_bytes()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot store the policy: {e}"))?;
+    Ok(path)
+}
+
+async fn fetch(fetcher: &Fetcher, offer: &PolicyRef) -> Result<PolicyVersion, String> {
+    let url = fetcher
+        .api_base
+        .join(&format!(
+            "v1/policies/{}/versions/{}",
+            encode_segment(&offer.name),
+            encode_segment(&offer.version)
+        ))
+        .map_err(|e| format!("bad policy address: {e}"))?;
+    let mut last = String::new();
+    for _ in 0..FETCH_ATTEMPTS {
+        let token = fetcher
+            .token
+            .borrow()
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
+        let sent = fetcher
+            .http
+            .get(url.clone())
+            .bearer_auth(token)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return Err(format!("cannot fetch {url}: {e}")),
+        };
+        match check_status(response).await {
+            Ok(response) => {
+                return response
+                    .json::<PolicyVersion>()
+                    .await
+                    .map_err(|e| format!("the policy answer is not valid: {e}"));
+            }
+            Err(CallError::RetryAfter { wait, status }) => {
+                last = format!("HTTP {status}");
+                tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+            }
+            Err(e) => return Err(format!("cannot fetch {url}: {e}")),
+        }
+    }
+    Err(format!(
+        "cannot fetch {url}: still {last} after {FETCH_ATTEMPTS} attempts"
+    ))
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepting_needs_a_pending_stored_version_and_moves_it_to_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "ab".repeat(32);
+        assert!(
+            accept(dir.path(), &hash)
+                .unwrap_err()
+                .contains("policy pending")
+        );
+        let book = PolicyBook {
+            accepted: None,
+            pending: vec![PendingPolicy {
+                name: "p".into(),
+                version: "2".into(),
+                content_hash: hash.clone(),
+                received_at: "t".into(),
+            }],
+        };
+        write_book(dir.path(), &book).unwrap();
+        assert!(accept(dir.path(), &hash).is_err(), "the file is not stored");
+        crate::files::write_atomic(&policy_path(dir.path(), &hash), b"x").unwrap();
+        assert_eq!(
+            accept(dir.path(), &hash).unwrap(),
+            policy_path(dir.path(), &hash)
+        );
+        let book = read_book(dir.path()).unwrap();
+        assert_eq!(book.accepted.as_deref(), Some(hash.as_str()));
+        assert!(book.pending.is_empty());
+        assert_eq!(
+            accepted_policy_file(dir.path()),
+            Some(policy_path(dir.path(), &hash))
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_segment("team/a b"), "team%2Fa%20b");
+        assert_eq!(encode_segment("v1.2_x-y~"), "v1.2_x-y~");
+    }
+}
