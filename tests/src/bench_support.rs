@@ -20,6 +20,17 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts `binary` in `dir` with `config` (TOML) and waits for its socket.
     pub(crate) fn start(binary: &Path, dir: &Path, config: &str) -> Self {
+        Self::start_as(binary, dir, config, "pro", &[])
+    }
+
+    /// Like [`Daemon::start`], with an edition and extra environment variables.
+    pub(crate) fn start_as(
+        binary: &Path,
+        dir: &Path,
+        config: &str,
+        edition: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let socket = dir.join("run/d.sock");
         let run = socket.parent().unwrap();
         std::fs::create_dir_all(run).unwrap();
@@ -34,8 +45,13 @@ impl Daemon {
             .arg("--config")
             .arg(&config_file)
             .arg("--edition")
-            .arg("pro")
-            .env("ATLASBRIDGE_LOG", "warn")
+            .arg(edition)
+            .envs(env.iter().copied())
+            // BENCH_DAEMON_LOG (e.g. `info`) shows the daemon's log while investigating a figure.
+            .env(
+                "ATLASBRIDGE_LOG",
+                std::env::var("BENCH_DAEMON_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -51,6 +67,27 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
         Self { child, socket }
+    }
+}
+
+impl Daemon {
+    /// The daemon's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+    pub(crate) fn memory_kib(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(field))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
 

@@ -16,6 +16,9 @@ pub struct Cursors {
     pub trace: Option<u64>,
     /// The audit log.
     pub audit: Option<u64>,
+    /// The last checkpoint (`checkpoint_seq`) the cloud acknowledged.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
 }
 
 impl Cursors {
@@ -37,6 +40,18 @@ impl Cursors {
             return false;
         }
         *slot = Some(seq);
+        true
+    }
+
+    /// Moves the checkpoint cursor forward to `checkpoint_seq`; false when that is not forward.
+    pub fn advance_checkpoint(&mut self, checkpoint_seq: u64) -> bool {
+        if self
+            .checkpoint
+            .is_some_and(|current| current >= checkpoint_seq)
+        {
+            return false;
+        }
+        self.checkpoint = Some(checkpoint_seq);
         true
     }
 

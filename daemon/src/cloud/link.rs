@@ -9,10 +9,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atlasbridge_protocol::cloud::envelope::{Envelope, MAX_MESSAGE_BYTES};
+use atlasbridge_protocol::cloud::envelope::{BatchFrame, Envelope, MAX_MESSAGE_BYTES};
 use atlasbridge_protocol::cloud::messages::{
-    Ack, AuditBatch, Challenge, Heartbeat, Hello, KillSwitch, PROTOCOL_VERSION, PolicyRef, Stream,
-    Welcome, WireHead, kind,
+    Ack, Challenge, Heartbeat, Hello, KillSwitch, PROTOCOL_VERSION, PolicyRef, Stream, Welcome,
+    WireHead, kind,
 };
 use atlasbridge_protocol::cloud::retry::parse_retry_after;
 use atlasbridge_protocol::trace::ChainHead;
@@ -48,8 +48,14 @@ const MAX_BATCH_ENTRIES: usize = 500;
 /// (three heartbeat intervals), and never more than this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often the cursor file is rewritten while acks arrive.
-const CURSOR_FLUSH: Duration = Duration::from_millis(250);
+/// How often the cursor file is rewritten while acks arrive. Each write syncs a file and its
+/// directory, and on a shared disk every sync makes the trace's own syncs wait: rarely, then.
+/// A crash loses at most this much progress, which only means those entries are sent again.
+const CURSOR_FLUSH: Duration = Duration::from_secs(5);
+
+/// How long new entries wait to be sent with the ones that follow: a busy trace goes out in
+/// full batches, not one message per decision.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// The clock difference the protocol tolerates before `cloud status` reports it.
 const MAX_SKEW_S: i64 = 30;
@@ -83,6 +89,8 @@ pub struct LinkContext {
     pub honor_kill_switch: bool,
     /// Where the cursors live.
     pub cursor_path: std::path::PathBuf,
+    /// The signed checkpoints (`checkpoints.jsonl`).
+    pub checkpoints_path: std::path::PathBuf,
     /// Fetches offered policies (set once the token keeper runs).
     pub fetcher: Option<super::policy_sync::Fetcher>,
     /// The chains' directories.
@@ -178,6 +186,7 @@ pub async fn serve(
         ctx,
         socket,
         sequence: 0,
+        checkpoints_in_flight: std::collections::HashMap::new(),
     };
     let handshake = tokio::time::timeout(handshake_timeout, session.handshake());
     let welcome = match tokio::select! {
@@ -258,6 +267,8 @@ struct Session<'a> {
     socket: Socket,
     /// The last outbound envelope's sequence.
     sequence: u64,
+    /// Checkpoint messages sent and not acknowledged: message id → `checkpoint_seq`.
+    checkpoints_in_flight: std::collections::HashMap<String, u64>,
 }
 
 impl Session<'_> {
@@ -401,13 +412,28 @@ impl Session<'_> {
         let mut cursor_dirty = false;
         let mut flush = tokio::time::interval(CURSOR_FLUSH);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When to send what the chains hold next: at once on connecting and when an ack opens
+        // the window, [`LINGER`] after a new entry otherwise. Acks are read meanwhile.
+        let mut pump_at = Some(tokio::time::Instant::now());
+        if let Err(why) = self.send_checkpoints(cursors).await {
+            return Some(why);
+        }
         loop {
-            for out in &mut outbound {
-                if let Err(why) = self.pump(out).await {
-                    return Some(why);
+            if pump_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                pump_at = None;
+                for out in &mut outbound {
+                    if let Err(why) = self.pump(out).await {
+                        return Some(why);
+                    }
+                    publish_progress(&ctx.status, out, cursors);
                 }
-                publish_progress(&ctx.status, out, cursors);
             }
+            let linger = async {
+                match pump_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let (first, rest) = outbound.split_at_mut(1);
             let trace_head = &mut first[0].head;
             let audit_changed = async {
@@ -429,6 +455,7 @@ impl Session<'_> {
                     };
                     if self.handle(envelope, &mut outbound, cursors).await {
                         cursor_dirty = true;
+                        pump_at = Some(tokio::time::Instant::now());
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -448,14 +475,22 @@ impl Session<'_> {
                             waited.as_secs()
                         ));
                     }
+                    if let Err(why) = self.send_checkpoints(cursors).await {
+                        return Some(why);
+                    }
                     let payload = heartbeat_payload(&ctx.daemon, cursors).await;
                     if let Err(why) = self.send(kind::HEARTBEAT, payload).await {
                         return Some(why);
                     }
                     ctx.status.update(|s| s.last_heartbeat_sent = Some(crate::clock::now_rfc3339()));
                 }
-                _ = trace_head.changed() => {}
-                _ = audit_changed => {}
+                _ = trace_head.changed() => {
+                    pump_at.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                }
+                _ = audit_changed => {
+                    pump_at.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                }
+                () = linger => {}
                 _ = flush.tick(), if cursor_dirty => {
                     cursor_dirty = false;
                     if let Err(e) = cursor::store(&ctx.cursor_path, cursors) {
@@ -464,6 +499,34 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Sends the signed checkpoints the cloud has not acknowledged and that are not on their way
+    /// (checkpoints come every 10,000 entries or 60 s, so looking at each heartbeat suffices).
+    async fn send_checkpoints(&mut self, cursors: &Cursors) -> Result<(), String> {
+        let path = self.ctx.checkpoints_path.clone();
+        let after = cursors.checkpoint;
+        let read = tokio::task::spawn_blocking(move || read_checkpoints(&path, after)).await;
+        let checkpoints = match read {
+            Ok(Ok(checkpoints)) => checkpoints,
+            Ok(Err(e)) => {
+                warn!(error = %e, "cannot read the checkpoints to send");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("the checkpoint reader failed: {e}")),
+        };
+        for (checkpoint_seq, checkpoint) in checkpoints {
+            if self
+                .checkpoints_in_flight
+                .values()
+                .any(|s| *s == checkpoint_seq)
+            {
+                continue;
+            }
+            let id = self.send(kind::CHECKPOINT, checkpoint).await?;
+            self.checkpoints_in_flight.insert(id, checkpoint_seq);
+        }
+        Ok(())
     }
 
     /// Sends batches of `out` while its window has room and the chain has entries.
@@ -488,17 +551,22 @@ impl Session<'_> {
             };
             let (from_seq, to_seq) = (first.seq, last.seq);
             let count = lines.len() as u64;
-            let entries = lines
-                .iter()
-                .filter_map(|line| serde_json::from_str::<Value>(&line.text).ok())
-                .collect();
-            let batch = AuditBatch {
-                stream: out.stream,
+            let texts: Vec<&str> = lines.iter().map(|line| line.text.as_str()).collect();
+            self.sequence += 1;
+            // The stored lines go out as they are: no parse, no re-encoding per entry.
+            let (frame, _) = BatchFrame {
+                org_id: &self.ctx.org_id,
+                runtime_id: &self.ctx.runtime_id,
+                sequence: self.sequence,
+                stream: out.stream.name(),
                 from_seq,
                 to_seq,
-                entries,
-            };
-            self.send(kind::AUDIT_BATCH, to_value(&batch)).await?;
+            }
+            .sign(&texts, &self.ctx.identity);
+            self.socket
+                .send(Message::text(frame))
+                .await
+                .map_err(|e| format!("cannot send audit_batch: {e}"))?;
             out.in_flight.push_back((to_seq, count, Instant::now()));
             out.in_flight_entries += count;
             out.sent_through = Some(to_seq);
@@ -520,7 +588,10 @@ impl Session<'_> {
                     self.reject(kind::ACK, "the payload is not an ack");
                     return false;
                 };
-                if ack.of.is_some() {
+                if let Some(of) = &ack.of {
+                    if let Some(checkpoint_seq) = self.checkpoints_in_flight.remove(of) {
+                        return cursors.advance_checkpoint(checkpoint_seq);
+                    }
                     ctx.status
                         .update(|s| s.last_heartbeat_acked = Some(crate::clock::now_rfc3339()));
                 }
@@ -705,6 +776,27 @@ async fn heartbeat_payload(daemon: &Daemon, cursors: &Cursors) -> Value {
         backlog,
     };
     to_value(&heartbeat)
+}
+
+/// The checkpoints after `after` (all when `None`), at most 100, as (checkpoint_seq, object).
+fn read_checkpoints(
+    path: &std::path::Path,
+    after: Option<u64>,
+) -> std::io::Result<Vec<(u64, Value)>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|checkpoint| {
+            let seq = checkpoint.get("checkpoint_seq")?.as_u64()?;
+            after.is_none_or(|a| seq > a).then_some((seq, checkpoint))
+        })
+        .take(100)
+        .collect())
 }
 
 fn to_value(value: &impl serde::Serialize) -> Value {

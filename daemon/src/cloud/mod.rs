@@ -21,7 +21,6 @@ use atlasbridge_protocol::cloud::retry::Backoff;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::trace::checkpoint::encode_public_key;
 use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -33,20 +32,35 @@ use crate::state::Daemon;
 /// A connection that stayed up this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(60);
 
+/// The scheduling priority (nice value) of the uplink's threads on Linux: decisions always get
+/// the CPU first.
+const UPLINK_NICE: i32 = 10;
+
 /// The running uplink.
 #[derive(Debug)]
 pub struct Uplink {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Uplink {
     /// Closes the connection and waits for the cursor to be written.
     pub async fn stop(self) {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
-            warn!(error = %e, "the cloud uplink task failed");
+        let thread = self.thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {}
+            _ => warn!("the cloud uplink thread failed"),
         }
+    }
+}
+
+/// Lowers the calling thread's priority (Linux threads have their own nice value; elsewhere the
+/// call would change the whole process, so it is not made).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, UPLINK_NICE) {
+        warn!(error = %e, "cannot lower the cloud uplink's priority");
     }
 }
 
@@ -73,9 +87,40 @@ pub fn start(daemon: &Arc<Daemon>) -> Option<Uplink> {
         status.set_state(LinkState::Disabled, Some("feature_disabled"));
         return None;
     }
+    // Its own runtime on its own, lower-priority threads: streaming, signing and fetching never
+    // compete on equal terms with the workers that answer agents.
     let stop = CancellationToken::new();
-    let task = tokio::spawn(run(Arc::clone(daemon), stop.clone()));
-    Some(Uplink { stop, task })
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cloud-uplink")
+        .on_thread_start(lower_priority)
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            warn!(error = %e, "cannot start the cloud uplink's runtime");
+            status.set_error(&format!("cannot start the uplink: {e}"));
+            status.set_state(LinkState::Disconnected, Some("misconfigured"));
+            return None;
+        }
+    };
+    let task = run(Arc::clone(daemon), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("cloud-uplink".to_owned())
+        .spawn(move || {
+            lower_priority();
+            runtime.block_on(task);
+            // In-flight policy fetches end with the runtime.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        });
+    match thread {
+        Ok(thread) => Some(Uplink { stop, thread }),
+        Err(e) => {
+            warn!(error = %e, "cannot start the cloud uplink's thread");
+            None
+        }
+    }
 }
 
 async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
@@ -268,7 +313,13 @@ async fn prepare(daemon: &Arc<Daemon>) -> Result<LinkContext, String> {
         .endpoint
         .clone()
         .ok_or("[cloud] enabled = true needs an endpoint")?;
-    let identity = daemon.stores().checkpointer.lock().await.identity().clone();
+    let (identity, checkpoints_path) = {
+        let checkpointer = daemon.stores().checkpointer.lock().await;
+        (
+            checkpointer.identity().clone(),
+            checkpointer.path().to_path_buf(),
+        )
+    };
     let runtime_id = encode_public_key(&identity.verifying_key());
     let needs_tls = endpoint.scheme() == "wss"
         || config
@@ -303,6 +354,7 @@ async fn prepare(daemon: &Arc<Daemon>) -> Result<LinkContext, String> {
         stream_audit: settings.features.is_enabled(Feature::CloudAuditStream),
         honor_kill_switch: config.honor_kill_switch,
         cursor_path: cursor::cursor_path(data_dir),
+        checkpoints_path,
         fetcher: None,
         trace_dir: crate::trace::trace_dir(data_dir),
         audit_dir: crate::trace::audit_dir(data_dir),

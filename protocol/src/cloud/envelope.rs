@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::canonical::to_canonical_vec;
+use crate::trace::canonical_of_stored;
 use crate::trace::checkpoint::{decode_signature, encode_signature};
 
 /// The largest message either side sends or accepts, in bytes.
@@ -116,6 +117,78 @@ impl Envelope {
     }
 }
 
+/// A signed `audit_batch` frame built from stored lines as they are.
+///
+/// Stored entries are canonical JSON but for `entry_hash`, which the stored layout puts last;
+/// [`canonical_of_stored`] moves it back from the bytes alone. So the envelope's canonical form
+/// is written around the entries without parsing them: the same bytes
+/// [`Envelope::signing_input`] gives, at the cost of a copy instead of a parse and a re-encoding
+/// per entry (a line in another layout is parsed and re-encoded). `lines` are stored entry
+/// lines, without their newline.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchFrame<'a> {
+    /// The organisation.
+    pub org_id: &'a str,
+    /// The runtime.
+    pub runtime_id: &'a str,
+    /// The envelope's sequence.
+    pub sequence: u64,
+    /// `trace` or `audit`.
+    pub stream: &'a str,
+    /// The first entry's seq.
+    pub from_seq: u64,
+    /// The last entry's seq.
+    pub to_seq: u64,
+}
+
+impl BatchFrame<'_> {
+    /// The signed frame, and its message id.
+    pub fn sign(&self, lines: &[&str], key: &SigningKey) -> (String, String) {
+        use crate::canonical::write_string;
+        let message_id = uuid::Uuid::now_v7().to_string();
+        let timestamp = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string();
+        let size = lines.iter().map(|l| l.len() + 1).sum::<usize>() + 512;
+        // Members in canonical (UTF-16 code unit) order; all keys here are ASCII.
+        let mut text = Vec::with_capacity(size);
+        text.extend_from_slice(b"{\"message_id\":");
+        write_string(&message_id, &mut text);
+        text.extend_from_slice(b",\"org_id\":");
+        write_string(self.org_id, &mut text);
+        text.extend_from_slice(b",\"payload\":{\"entries\":[");
+        for (i, line) in lines.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            match canonical_of_stored(line.as_bytes()) {
+                Some(canonical) => text.extend_from_slice(&canonical),
+                None => {
+                    let value: Value = serde_json::from_str(line)
+                        .unwrap_or_else(|_| Value::String((*line).to_owned()));
+                    text.extend_from_slice(&to_canonical_vec(&value));
+                }
+            }
+        }
+        text.extend_from_slice(format!("],\"from_seq\":{},\"stream\":", self.from_seq).as_bytes());
+        write_string(self.stream, &mut text);
+        text.extend_from_slice(format!(",\"to_seq\":{}}},\"runtime_id\":", self.to_seq).as_bytes());
+        write_string(self.runtime_id, &mut text);
+        text.extend_from_slice(
+            format!(",\"sequence\":{},\"timestamp\":", self.sequence).as_bytes(),
+        );
+        write_string(&timestamp, &mut text);
+        text.extend_from_slice(b",\"type\":\"audit_batch\"}");
+        let signature = encode_signature(&key.sign(&text));
+        text.pop();
+        text.extend_from_slice(b",\"signature\":");
+        write_string(&signature, &mut text);
+        text.push(b'}');
+        // Every piece is UTF-8: the lines are stored text, the rest is ours.
+        (String::from_utf8_lossy(&text).into_owned(), message_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -158,6 +231,41 @@ mod tests {
         assert!(text.starts_with(r#"{"message_id":"#), "{text}");
         assert!(text.contains(r#""payload":{"a":2,"b":1}"#), "{text}");
         assert!(!text.contains("signature"));
+    }
+
+    #[test]
+    fn a_batch_frame_is_a_signed_envelope_with_the_lines_as_entries() {
+        let sealed = |seq: u64, extra: Value| {
+            let mut body = json!({"seq": seq, "prev_hash": "0", "x": "\u{1}é"});
+            body.as_object_mut().unwrap().insert("y".into(), extra);
+            let mut line = crate::trace::seal(body.as_object().unwrap()).line;
+            line.pop();
+            String::from_utf8(line).unwrap()
+        };
+        let owned = [sealed(4, json!(null)), sealed(5, json!([1, {"z": null}]))];
+        // Plus one line in another layout, which takes the parse-and-encode path.
+        let spaced = "{ \"seq\": 6, \"entry_hash\": \"c\" }".to_owned();
+        let lines = [owned[0].as_str(), owned[1].as_str(), spaced.as_str()];
+        let frame = BatchFrame {
+            org_id: "org \"q\"",
+            runtime_id: "ed25519:abc",
+            sequence: 9,
+            stream: "trace",
+            from_seq: 4,
+            to_seq: 6,
+        };
+        let (text, id) = frame.sign(&lines, &key(3));
+        let envelope = Envelope::parse(&text).unwrap();
+        envelope.verify(&key(3).verifying_key()).unwrap();
+        assert_eq!(envelope.message_id, id);
+        assert_eq!(envelope.kind, "audit_batch");
+        assert_eq!(envelope.sequence, 9);
+        assert_eq!(envelope.org_id, "org \"q\"");
+        let batch: crate::cloud::messages::AuditBatch = envelope.payload_as().unwrap();
+        assert_eq!((batch.from_seq, batch.to_seq), (4, 6));
+        assert_eq!(batch.entries[1]["y"][1]["z"], Value::Null);
+        assert_eq!(batch.entries[0]["x"], "\u{1}é");
+        assert_eq!(batch.entries[2]["entry_hash"], "c");
     }
 
     #[test]

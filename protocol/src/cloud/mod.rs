@@ -8,4 +8,4 @@ pub mod messages;
 pub mod rest;
 pub mod retry;
 
-pub use envelope::{Envelope, EnvelopeError, MAX_MESSAGE_BYTES};
+pub use envelope::{BatchFrame, Envelope, EnvelopeError, MAX_MESSAGE_BYTES};

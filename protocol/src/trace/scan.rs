@@ -46,6 +46,36 @@ pub struct LineFacts {
     pub trace_version: Option<u64>,
 }
 
+/// The canonical JSON (RFC 8785) of a stored entry line (without its `\n`). The stored layout
+/// is canonical JSON with `entry_hash` moved last; this puts it back in key order, from the
+/// bytes alone. `None` when the line is not exactly that layout (then parse and re-encode it).
+pub fn canonical_of_stored(line: &[u8]) -> Option<Vec<u8>> {
+    let (prefix, suffix) = line.split_at(line.len().checked_sub(SUFFIX_LEN)?);
+    let stored = suffix.strip_prefix(HASH_MEMBER)?.strip_suffix(b"\"}")?;
+    if !is_sha256_hex(stored) {
+        return None;
+    }
+    let mut keys = KeyScratch::default();
+    let top = Canon {
+        b: prefix,
+        i: 0,
+        keys: &mut keys,
+    }
+    .top_object()?;
+    let Some(slot) = top.hash_slot else {
+        // `entry_hash` sorts after every other key: the stored line is canonical as it is.
+        return Some(line.to_vec());
+    };
+    let mut out = Vec::with_capacity(line.len());
+    out.extend_from_slice(&prefix[..slot]);
+    out.extend_from_slice(&HASH_MEMBER[1..]);
+    out.extend_from_slice(stored);
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&prefix[slot..]);
+    out.push(b'}');
+    Some(out)
+}
+
 /// Why a line is not a sound entry: [`BreakKind::MalformedLine`],
 /// [`BreakKind::VersionMismatch`] or [`BreakKind::HashMismatch`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -424,6 +454,8 @@ struct Top {
     seq: Option<(usize, usize)>,
     prev_hash: Option<(usize, usize)>,
     trace_version: Option<(usize, usize)>,
+    /// Where `entry_hash` goes in key order: the opening quote of the first key after it.
+    hash_slot: Option<usize>,
 }
 
 /// A string's content (between the quotes) and whether it holds escapes.
@@ -451,6 +483,9 @@ impl Canon<'_, '_> {
         loop {
             let key = self.key(previous)?;
             previous = Some(key);
+            if top.hash_slot.is_none() && self.sorts_after_entry_hash(key) {
+                top.hash_slot = Some(key.start - 1);
+            }
             self.expect(b':')?;
             let start = self.i;
             self.value(1)?;
@@ -475,6 +510,17 @@ impl Canon<'_, '_> {
 
     fn expect(&mut self, byte: u8) -> Option<()> {
         (self.b.get(self.i) == Some(&byte)).then(|| self.i += 1)
+    }
+
+    fn sorts_after_entry_hash(&mut self, key: Str) -> bool {
+        let raw = &self.b[key.start..key.end];
+        let order = if key.escaped {
+            decode_string(raw, &mut self.keys.a);
+            compare_utf16(&self.keys.a, b"entry_hash")
+        } else {
+            compare_utf16(raw, b"entry_hash")
+        };
+        order == Ordering::Greater
     }
 
     fn value(&mut self, depth: usize) -> Option<()> {
@@ -711,6 +757,24 @@ mod tests {
     }
 
     #[test]
+    fn the_canonical_form_of_a_stored_line_puts_entry_hash_in_key_order() {
+        for extra in [
+            vec![],
+            vec![("zzz", json!("last")), ("aaa", json!({"b": [1, "é\u{1}"]}))],
+            vec![("entry_id", json!("id")), ("f\"q", json!(1))],
+        ] {
+            let line = line_of(&entry(3, &extra));
+            let value: Value = serde_json::from_slice(&line).unwrap();
+            let expected = crate::canonical::to_canonical_vec(&value);
+            assert_eq!(
+                canonical_of_stored(&line).map(String::from_utf8),
+                Some(Ok(String::from_utf8(expected).unwrap()))
+            );
+        }
+        assert_eq!(canonical_of_stored(b"{\"seq\":1}"), None);
+    }
+
+    #[test]
     fn a_sealed_line_takes_the_fast_path_and_verifies() {
         let line = line_of(&entry(3, &[]));
         let verdict = agree(&line, ChainKind::Trace).unwrap().unwrap();
@@ -925,6 +989,15 @@ mod tests {
                 agree(&other, kind);
                 prop_assert_eq!(check_line(&other, kind), verdict.clone());
             }
+        }
+
+        /// Moving `entry_hash` back into key order gives exactly the JCS of the parsed line.
+        #[test]
+        fn the_canonical_form_of_any_sealed_line_is_its_jcs(body in arbitrary_body()) {
+            let line = line_of(&body);
+            let value: Value = serde_json::from_slice(&line).unwrap();
+            let expected = crate::canonical::to_canonical_vec(&value);
+            prop_assert_eq!(canonical_of_stored(&line), Some(expected));
         }
 
         /// Whatever a byte flip does, both paths agree where the fast one applies.

@@ -55,6 +55,9 @@ pub struct PeerConfig {
     /// `expires_in` of issued tokens, in seconds (changeable with
     /// [`CloudPeer::set_token_lifetime`]).
     pub token_lifetime_s: u64,
+    /// A nice value for the peer's threads (Linux). Benchmarks set one: the peer stands in for a
+    /// cloud on another machine, so its CPU should not be charged to the daemon under test.
+    pub nice: Option<i32>,
 }
 
 impl Default for PeerConfig {
@@ -63,6 +66,7 @@ impl Default for PeerConfig {
             api_key: "test-api-key".to_owned(),
             org_id: "org-test".to_owned(),
             token_lifetime_s: 3600,
+            nice: None,
         }
     }
 }
@@ -278,9 +282,17 @@ impl CloudPeer {
     /// When the runtime or the listener cannot be set up.
     #[allow(clippy::expect_used)] // Setup: a fixture that cannot start fails the test.
     pub fn start_with(config: PeerConfig) -> Self {
+        let nice = config.nice;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cloud-peer")
+            .on_thread_start(move || {
+                #[cfg(target_os = "linux")]
+                if let Some(nice) = nice {
+                    // Per thread on Linux; best effort.
+                    let _ = rustix::process::setpriority_process(None, nice);
+                }
+            })
             .enable_all()
             .build()
             .expect("the cloud peer's runtime");

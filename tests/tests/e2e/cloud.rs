@@ -267,10 +267,12 @@ fn assert_peer_has_the_trace(daemon: &TestDaemon, peer: &CloudPeer) {
     let local = local_chain(daemon, Stream::Trace);
     assert!(
         peer.wait_for_entries(Stream::Trace, local.len(), CATCH_UP),
-        "the peer has {} of {} entries; status: {}",
+        "the peer has {} of {} entries; status: {}; the peer saw bad signatures {:?} and protocol errors {:?}",
         peer.entry_count(Stream::Trace),
         local.len(),
-        daemon.conn().ok("cloud.status", json!({}))
+        daemon.conn().ok("cloud.status", json!({})),
+        peer.bad_signatures().iter().take(3).collect::<Vec<_>>(),
+        peer.protocol_errors().iter().take(3).collect::<Vec<_>>(),
     );
     let remote: Vec<(u64, String)> = peer
         .entries(Stream::Trace)
@@ -853,4 +855,66 @@ fn a_badly_signed_or_mismatched_policy_is_rejected_audited_and_changes_nothing()
     );
     let status = daemon.conn().ok("cloud.status", json!({}));
     assert_eq!(status["policy_sync"], "error", "{status}");
+}
+
+#[test]
+fn signed_checkpoints_reach_the_cloud_and_acknowledged_ones_are_not_sent_again() {
+    let peer = CloudPeer::start();
+    let mut daemon = linked(&peer, "", "[trace]\ncheckpoint_every_entries = 50\n");
+    decide(&daemon, "s", 120);
+    assert_peer_has_the_trace(&daemon, &peer);
+    let checkpoints = daemon.sandbox.data_dir().join("trace/checkpoints.jsonl");
+    let local: Vec<u64> = std::fs::read_to_string(&checkpoints)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["checkpoint_seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(local.len() >= 3, "{local:?}");
+    let sent = |peer: &CloudPeer| -> Vec<u64> {
+        peer.received("checkpoint")
+            .iter()
+            .map(|c| c["checkpoint_seq"].as_u64().unwrap())
+            .collect()
+    };
+    // Checkpoints go out when the link comes up and with each heartbeat (every second here).
+    assert!(peer.wait_until(|s| s.received("checkpoint").len() >= local.len(), CATCH_UP));
+    assert_eq!(sent(&peer)[..local.len()], local[..]);
+
+    daemon.stop();
+    let cursor: Value = serde_json::from_str(
+        &std::fs::read_to_string(daemon.sandbox.data_dir().join("cloud/cursor")).unwrap(),
+    )
+    .unwrap();
+    let acked = cursor["checkpoint"]
+        .as_u64()
+        .expect("acknowledged checkpoints");
+    daemon.launch();
+    // The final checkpoint written at stop and the first at start follow.
+    let total = std::fs::read_to_string(&checkpoints)
+        .unwrap()
+        .lines()
+        .count();
+    assert!(peer.wait_until(
+        |s| {
+            let mut seqs: Vec<u64> = s
+                .received("checkpoint")
+                .iter()
+                .filter_map(|c| c["checkpoint_seq"].as_u64())
+                .collect();
+            seqs.dedup();
+            seqs.len() >= total
+        },
+        CATCH_UP
+    ));
+    for seq in 0..=acked {
+        let times = sent(&peer).iter().filter(|s| **s == seq).count();
+        assert_eq!(
+            times, 1,
+            "checkpoint {seq} was acknowledged, then sent {times} times"
+        );
+    }
 }

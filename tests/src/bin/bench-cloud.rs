@@ -1,0 +1,425 @@
+//! Benchmarks of the cloud uplink against the test peer on 127.0.0.1, printed as the Markdown of
+//! `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo build --release --workspace
+//! cargo run --release -p atlasbridge-e2e --bin bench-cloud -- [--daemon PATH] [--seconds S]
+//!     [--entries N]
+//! ```
+//!
+//! - local decision latency (one client, one request in flight, `durability = "fsync"`) with
+//!   the cloud off, with the uplink streaming to a healthy peer, and with the peer killed;
+//! - a backlog of `--entries` (1,000,000) trace entries made while the peer is away: the daemon's
+//!   RSS while that far behind, then the time the uplink takes to deliver it once the peer is
+//!   back (entries/s), and the daemon's peak RSS meanwhile.
+//!
+//! The peer runs in this process; it parses and stores every entry, so it is part of what the
+//! streaming figures measure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../bench_support.rs"]
+mod bench_support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use atlasbridge_e2e::cloud_peer::{CloudPeer, PeerConfig};
+use atlasbridge_protocol::cloud::messages::Stream;
+use bench_support::{Daemon, drive, percentile};
+
+struct Settings {
+    daemon: PathBuf,
+    seconds: f64,
+    entries: u64,
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings {
+        daemon: workspace().join("target/release/atlasbridged"),
+        seconds: 5.0,
+        entries: 1_000_000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--daemon" => settings.daemon = PathBuf::from(args.next().unwrap()),
+            "--seconds" => settings.seconds = args.next().unwrap().parse().unwrap(),
+            "--entries" => settings.entries = args.next().unwrap().parse().unwrap(),
+            other => panic!("unknown argument {other}; see the source for usage"),
+        }
+    }
+    settings
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+const POLICY: &str = r#"policy_version: "1"
+name: bench-cloud
+autonomy_mode: full
+rules:
+  - id: yes
+    match: {prompt_type: [yes_no], min_confidence: high}
+    action: {type: auto_reply, value: "y"}
+"#;
+
+/// `decision.evaluate` with prompt ids unique per run.
+#[derive(Debug, Clone, Copy)]
+struct Evaluate(usize);
+
+impl bench_support::Load for Evaluate {
+    fn request(self, client: usize, id: u64) -> Vec<u8> {
+        format!(
+            concat!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"decision.evaluate","params":{{"#,
+                r#""session_id":"bench-{client}","prompt_id":"p-{run}-{client}-{id}","#,
+                r#""prompt_type":"yes_no","prompt_text":"Continue? [y/n]","confidence":"high"}}}}"#,
+                "\n"
+            ),
+            id = id,
+            client = client,
+            run = self.0,
+        )
+        .into_bytes()
+    }
+
+    fn succeeded(self, line: &str) -> bool {
+        line.contains(r#""action":"auto_reply""#)
+    }
+}
+
+fn config(policy: &Path, durability: &str, peer: Option<&CloudPeer>) -> String {
+    let mut config = format!(
+        "[daemon]\nmax_connections = 256\n\n[policy]\nfile = {:?}\n\n[trace]\ndurability = \"{durability}\"\n",
+        policy.to_str().unwrap()
+    );
+    if let Some(peer) = peer {
+        config.push_str(&format!(
+            "\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{}\"\nserver_public_key = \"{}\"\n",
+            peer.ws_url(),
+            peer.org_id(),
+            peer.server_public_key()
+        ));
+    }
+    config
+}
+
+fn start(dir: &Path, settings: &Settings, config: &str, peer: Option<&CloudPeer>) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let key = peer.map(CloudPeer::api_key).unwrap_or_default();
+    Daemon::start_as(
+        &settings.daemon,
+        dir,
+        config,
+        "enterprise",
+        &[("ATLASBRIDGE_CLOUD_API_KEY", key.as_str())],
+    )
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn main() {
+    let settings = settings();
+    let work = tempfile::Builder::new()
+        .prefix("bench-cloud-")
+        .tempdir_in(workspace().join("target"))
+        .unwrap();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    println!(
+        "machine: {} cores; work directory {}",
+        bench_support::cores(),
+        work.path().display()
+    );
+    latency(&settings, work.path(), &policy);
+    backlog(&settings, work.path(), &policy);
+}
+
+fn latency(settings: &Settings, work: &Path, policy: &Path) {
+    println!();
+    println!(
+        "### Local decisions while streaming (`fsync`, one client, one request in flight, {} s per row)",
+        settings.seconds
+    );
+    println!();
+    println!("| cloud | decisions | decisions/s | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    let row = |label: &str, daemon: &Daemon, run: usize| {
+        let mut result = drive(&daemon.socket, Evaluate(run), 1, 1, settings.seconds);
+        result.latencies.sort();
+        let sorted = &result.latencies;
+        println!(
+            "| {label} | {} | {} | {} | {} | {} |",
+            thousands(sorted.len() as f64),
+            thousands(result.rate()),
+            us(percentile(sorted, 0.5)),
+            us(percentile(sorted, 0.99)),
+            us(*sorted.last().unwrap())
+        );
+    };
+    {
+        let daemon = start(
+            &work.join("off"),
+            settings,
+            &config(policy, "fsync", None),
+            None,
+        );
+        drive(&daemon.socket, Evaluate(0), 1, 1, 0.5);
+        row("off (no `[cloud]`)", &daemon, 1);
+    }
+    let peer = remote_peer();
+    let daemon = start(
+        &work.join("linked"),
+        settings,
+        &config(policy, "fsync", Some(&peer)),
+        Some(&peer),
+    );
+    drive(&daemon.socket, Evaluate(0), 1, 1, 0.5);
+    assert!(peer.wait_until(|s| s.is_connected(), Duration::from_secs(20)));
+    let (uplink_before, all_before) = cpu_ticks(daemon.pid());
+    let timed = Instant::now();
+    row("on, peer healthy (streaming each decision)", &daemon, 1);
+    let (uplink_after, all_after) = cpu_ticks(daemon.pid());
+    let seconds = timed.elapsed().as_secs_f64();
+    let delivered = peer.entry_count(Stream::Trace);
+    peer.stop();
+    row("on, peer killed (reconnecting with backoff)", &daemon, 2);
+    println!();
+    println!(
+        "With the peer healthy it had received {} entries by the end of its row. Over that row \
+         the daemon used {:.0}% of one core, its uplink threads {:.1}% (CPU time from \
+         `/proc/<pid>/task/*/stat`).",
+        thousands(delivered as f64),
+        ticks_percent(all_after - all_before, seconds),
+        ticks_percent(uplink_after - uplink_before, seconds),
+    );
+}
+
+/// The peer, on the lowest CPU priority: it stands in for a cloud on another machine, whose work
+/// would not compete with this one's.
+fn remote_peer() -> CloudPeer {
+    CloudPeer::start_with(PeerConfig {
+        nice: Some(19),
+        ..PeerConfig::default()
+    })
+}
+
+fn backlog(settings: &Settings, work: &Path, policy: &Path) {
+    let peer = remote_peer();
+    let daemon = start(
+        &work.join("backlog"),
+        settings,
+        &config(policy, "none", Some(&peer)),
+        Some(&peer),
+    );
+    drive(&daemon.socket, Evaluate(0), 1, 1, 0.2);
+    assert!(peer.wait_until(|s| s.is_connected(), Duration::from_secs(20)));
+    // Caught up and acknowledged, so that the backlog is exactly what is made while away.
+    let made = usize::try_from(trace_entries(&daemon)).unwrap();
+    assert!(peer.wait_for_entries(Stream::Trace, made, Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_linked = daemon.memory_kib("VmRSS:");
+    peer.stop();
+    let started = Instant::now();
+    let mut run = 1;
+    loop {
+        let head = trace_entries(&daemon);
+        if head >= settings.entries {
+            break;
+        }
+        let rate = drive(&daemon.socket, Evaluate(run), 32, 16, 2.0).rate();
+        run += 1;
+        eprintln!("filling: {head} entries ({rate:.0}/s)");
+    }
+    let filled = started.elapsed();
+    let total = trace_entries(&daemon);
+    // Let the allocator settle after the burst of requests.
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_behind = daemon.memory_kib("VmRSS:");
+    let peak_before = daemon.memory_kib("VmHWM:");
+    let catch_up = Instant::now();
+    let held_before = peer.entry_count(Stream::Trace);
+    let batches_before = peer.received("audit_batch").len();
+    peer.restart();
+    let timeout = Duration::from_secs(3600);
+    assert!(
+        peer.wait_for_entries(Stream::Trace, usize::try_from(total).unwrap(), timeout),
+        "the peer did not catch up"
+    );
+    let took = catch_up.elapsed();
+    // The daemon was backing off while the peer was away: the transfer starts at its next
+    // attempt, which the peer recorded.
+    let connected = peer
+        .upgrade_attempts()
+        .into_iter()
+        .rfind(|at| *at >= catch_up)
+        .unwrap_or(catch_up);
+    let reconnect = connected - catch_up;
+    let transfer = took - reconnect;
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let batches = peer.received("audit_batch");
+        eprintln!("peer held {held_before} before the restart; first batches after:");
+        for b in batches
+            .iter()
+            .skip(batches_before)
+            .filter(|b| b["stream"] == "trace")
+            .take(5)
+        {
+            eprintln!("  {} ..= {}", b["from_seq"], b["to_seq"]);
+        }
+    }
+    let rss_after = daemon.memory_kib("VmRSS:");
+    let peak_after = daemon.memory_kib("VmHWM:");
+    assert_eq!(peer.entry_count(Stream::Trace) as u64, total);
+    assert!(peer.gaps().is_empty());
+
+    println!();
+    println!("### A backlog of {} entries", thousands(total as f64));
+    println!();
+    println!(
+        "The peer was stopped and {} trace entries were made (32 clients × 16 in flight, \
+         `durability = \"none\"`, {:.1} s), then the peer came back.",
+        thousands(total as f64),
+        filled.as_secs_f64()
+    );
+    println!();
+    println!("| figure | value |");
+    println!("|---|---|");
+    println!(
+        "| daemon RSS, linked and caught up, before the backlog | {} KiB |",
+        thousands(rss_linked as f64)
+    );
+    println!(
+        "| daemon RSS with {} entries behind | {} KiB |",
+        thousands(total as f64),
+        thousands(rss_behind as f64)
+    );
+    println!(
+        "| daemon peak RSS before the catch-up (filling included) | {} KiB |",
+        thousands(peak_before as f64)
+    );
+    println!(
+        "| peer back → the daemon's next attempt (its reconnect backoff) | {:.1} s |",
+        reconnect.as_secs_f64()
+    );
+    println!(
+        "| that attempt → the peer holds every entry (catch-up) | {:.1} s |",
+        transfer.as_secs_f64()
+    );
+    println!(
+        "| stream throughput during the catch-up | {} entries/s |",
+        thousands(total as f64 / transfer.as_secs_f64())
+    );
+    println!(
+        "| daemon RSS after the catch-up | {} KiB |",
+        thousands(rss_after as f64)
+    );
+    println!(
+        "| daemon peak RSS, catch-up included | {} KiB |",
+        thousands(peak_after as f64)
+    );
+    println!(
+        "| resent entries the peer ignored | {} |",
+        thousands(peer.duplicates(Stream::Trace) as f64)
+    );
+    println!(
+        "| connections the peer accepted, in all | {} |",
+        peer.connections()
+    );
+    drop(daemon);
+    drop(peer);
+    let rss_without = rss_without_cloud(settings, work, policy, total);
+    println!(
+        "| for comparison: RSS of a daemon without `[cloud]` after as many decisions | {} KiB |",
+        thousands(rss_without as f64)
+    );
+}
+
+/// The RSS of a daemon without the uplink after `entries` decisions made the same way: what the
+/// decisions themselves keep (the idempotency memory holds the last 100,000 answers).
+fn rss_without_cloud(settings: &Settings, work: &Path, policy: &Path, entries: u64) -> u64 {
+    let daemon = start(
+        &work.join("no-cloud"),
+        settings,
+        &config(policy, "none", None),
+        None,
+    );
+    let mut run = 1;
+    while trace_entries(&daemon) < entries {
+        drive(&daemon.socket, Evaluate(run), 32, 16, 2.0);
+        run += 1;
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    daemon.memory_kib("VmRSS:")
+}
+
+/// CPU time (utime + stime, in clock ticks) of the daemon's `cloud-uplink` threads and of all
+/// its threads.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let mut uplink = 0;
+    let mut all = 0;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: fields after the closing parenthesis, utime and stime are
+        // the 12th and 13th of those.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .and_then(|u| u.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+        all += ticks;
+        if head.contains("(cloud-uplink") {
+            uplink += ticks;
+        }
+    }
+    (uplink, all)
+}
+
+/// Clock ticks (100 per second on Linux) over `seconds`, as a percentage of one core.
+fn ticks_percent(ticks: u64, seconds: f64) -> f64 {
+    ticks as f64 / 100.0 / seconds * 100.0
+}
+
+fn trace_entries(daemon: &Daemon) -> u64 {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"trace.head\"}\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    reply["result"]["entries"].as_u64().unwrap()
+}
