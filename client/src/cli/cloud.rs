@@ -45,7 +45,7 @@ fn describe(status: &CloudStatusResult) -> String {
         Some(reason) => format!("{} ({reason})", status.state),
         None => status.state.clone(),
     };
-    let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<16}{value}\n"));
+    let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<17}{value}\n"));
     line("Cloud:", &state);
     if let Some(endpoint) = &status.endpoint {
         line("Endpoint:", endpoint);
@@ -128,9 +128,9 @@ mod tests {
         status.state = "connected".into();
         status.trace = progress(Some(99), Some(89), 10);
         let text = describe(&status);
-        assert!(text.contains("Cloud:          connected\n"), "{text}");
+        assert!(text.contains("Cloud:           connected\n"), "{text}");
         assert!(
-            text.contains("Trace:          head 99, acknowledged through 89, 10 behind"),
+            text.contains("Trace:           head 99, acknowledged through 89, 10 behind"),
             "{text}"
         );
     }

@@ -328,7 +328,7 @@ fn a_healthy_link_streams_both_chains_once_in_order_with_heartbeats() {
     let text = daemon.cli(&["cloud", "status"]);
     text.assert_code(0);
     assert!(
-        text.stdout.contains("Cloud:          connected"),
+        text.stdout.contains("Cloud:           connected"),
         "{}",
         text.stdout
     );
