@@ -354,6 +354,10 @@ pub async fn load_policy(
                     serde_json::json!({ "file": file, "policy_hash": active.hash }),
                 )
                 .await;
+            daemon.cloud_events().emit(
+                atlasbridge_protocol::cloud::messages::kind::POLICY_LOADED,
+                crate::cloud::events::policy_loaded(daemon, &active),
+            );
             Ok(active)
         }
         Err(error) => {

@@ -115,6 +115,7 @@ pub struct Daemon {
     connections: AtomicU64,
     shutdown: CancellationToken,
     cloud: Arc<crate::cloud::status::CloudStatus>,
+    cloud_events: crate::cloud::events::CloudEvents,
 }
 
 impl Daemon {
@@ -129,12 +130,18 @@ impl Daemon {
             connections: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
             cloud: Arc::new(crate::cloud::status::CloudStatus::disabled()),
+            cloud_events: crate::cloud::events::CloudEvents::default(),
         })
     }
 
     /// The cloud uplink's status (`disabled` while it does not run).
     pub fn cloud_status(&self) -> Arc<crate::cloud::status::CloudStatus> {
         Arc::clone(&self.cloud)
+    }
+
+    /// Events the uplink tells the cloud about as they happen.
+    pub fn cloud_events(&self) -> &crate::cloud::events::CloudEvents {
+        &self.cloud_events
     }
 
     /// The current settings snapshot.

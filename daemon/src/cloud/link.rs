@@ -418,6 +418,14 @@ impl Session<'_> {
         if let Err(why) = self.send_checkpoints(cursors).await {
             return Some(why);
         }
+        let mut events = ctx.daemon.cloud_events().subscribe();
+        // The policy in force and the local pins, whatever happened while the link was down.
+        if let Some(active) = stores.decisions.policy.active() {
+            let payload = super::events::policy_loaded(&ctx.daemon, &active);
+            if let Err(why) = self.send(kind::POLICY_LOADED, payload).await {
+                return Some(why);
+            }
+        }
         loop {
             if pump_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
                 pump_at = None;
@@ -491,6 +499,18 @@ impl Session<'_> {
                     pump_at.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                 }
                 () = linger => {}
+                event = events.recv() => match event {
+                    Ok(event) => {
+                        if let Err(why) = self.send(event.kind, event.payload).await {
+                            return Some(why);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        // Advisory only: the chains carry the durable record of each.
+                        debug!(missed, "the uplink fell behind the local events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
                 _ = flush.tick(), if cursor_dirty => {
                     cursor_dirty = false;
                     if let Err(e) = cursor::store(&ctx.cursor_path, cursors) {

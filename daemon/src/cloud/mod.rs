@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod cursor;
+pub mod events;
 pub mod link;
 pub mod policy_sync;
 pub mod reader;

@@ -195,6 +195,23 @@ impl DecisionService {
                 .count_auto_reply(&params.session_id, &outcome.matched_rule);
         }
         self.sessions.count_decision(&params.session_id);
+        if told == "require_human" {
+            daemon.cloud_events().emit(
+                atlasbridge_protocol::cloud::messages::kind::ESCALATION_TRIGGERED,
+                json!({
+                    "session_id": params.session_id,
+                    "agent_id": params.agent_id,
+                    "prompt_id": params.prompt_id,
+                    "prompt_type": params.prompt_type,
+                    "matched_rule": outcome.matched_rule,
+                    "policy_action": outcome.policy_action,
+                    "risk_level": outcome.risk_level,
+                    "policy_hash": policy.hash,
+                    "seq": stored.seq,
+                    "entry_hash": stored.entry_hash,
+                }),
+            );
+        }
         Ok(EvaluateResult {
             action: told.to_owned(),
             reply_value,

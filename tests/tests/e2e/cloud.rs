@@ -918,3 +918,52 @@ fn signed_checkpoints_reach_the_cloud_and_acknowledged_ones_are_not_sent_again()
         );
     }
 }
+
+#[test]
+fn sessions_escalations_and_the_loaded_policy_with_its_pins_are_reported() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    // The policy in force is reported at connect, and again with the pins whenever they change.
+    let hash = active_hash(&daemon);
+    assert!(peer.wait_until(|s| !s.received("policy_loaded").is_empty(), CATCH_UP));
+    daemon.conn().ok(
+        "policy.pin",
+        json!({"scope": "agent", "id": "pinned-agent", "policy_hash": hash}),
+    );
+    assert!(peer.wait_until(
+        |s| {
+            s.received("policy_loaded")
+                .iter()
+                .any(|p| p["pins"][0]["id"] == "pinned-agent")
+        },
+        CATCH_UP
+    ));
+    let loaded = peer.received("policy_loaded").last().cloned().unwrap();
+    assert_eq!(loaded["policy_hash"], hash.as_str(), "{loaded}");
+
+    let mut conn = daemon.conn();
+    conn.ok(
+        "session.start",
+        json!({"session_id": "build-1", "agent_id": "ci-bot", "branch": "main"}),
+    );
+    // A low-confidence prompt is not answered automatically: a person decides.
+    let mut asked = event("build-1", "p-low");
+    asked["confidence"] = json!("low");
+    asked["prompt_text"] = json!("secret prompt text");
+    let answer = conn.ok("decision.evaluate", asked);
+    assert_eq!(answer["action"], "require_human", "{answer}");
+    conn.ok("session.end", json!({"session_id": "build-1"}));
+
+    assert!(peer.wait_until(|s| !s.received("session_ended").is_empty(), CATCH_UP));
+    let started = &peer.received("session_started")[0];
+    assert_eq!(started["session_id"], "build-1", "{started}");
+    assert_eq!(started["agent_id"], "ci-bot", "{started}");
+    let escalated = &peer.received("escalation_triggered")[0];
+    assert_eq!(escalated["prompt_id"], "p-low", "{escalated}");
+    assert_eq!(escalated["seq"], answer["seq"], "{escalated}");
+    assert!(
+        !escalated.to_string().contains("secret prompt text"),
+        "prompt text never leaves the machine: {escalated}"
+    );
+    assert_eq!(peer.received("session_ended")[0]["decisions"], 1);
+}

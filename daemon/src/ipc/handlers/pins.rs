@@ -78,12 +78,23 @@ pub(super) async fn pin(ctx: &RequestContext<'_>, params: PinParams) -> Result<P
             json!({ "scope": params.scope, "id": params.id, "policy_hash": hash, "previous": previous }),
         )
         .await;
+    report_pins(ctx.daemon);
     Ok(Pin {
         scope: params.scope,
         id: params.id,
         policy_hash: Some(hash),
         previous,
     })
+}
+
+/// Tells the cloud (when linked) the policy in force with the pins as they are now.
+fn report_pins(daemon: &crate::state::Daemon) {
+    if let Some(active) = daemon.stores().decisions.policy.active() {
+        daemon.cloud_events().emit(
+            atlasbridge_protocol::cloud::messages::kind::POLICY_LOADED,
+            crate::cloud::events::policy_loaded(daemon, &active),
+        );
+    }
 }
 
 pub(super) async fn unpin(
@@ -108,6 +119,7 @@ pub(super) async fn unpin(
                 json!({ "scope": params.scope, "id": params.id, "previous": previous }),
             )
             .await;
+        report_pins(ctx.daemon);
     }
     Ok(Pin {
         scope: params.scope,

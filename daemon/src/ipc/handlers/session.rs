@@ -105,8 +105,12 @@ pub(super) async fn start(
     let _ = ctx
         .daemon
         .audit()
-        .record("session_started", &ctx.actor(), details)
+        .record("session_started", &ctx.actor(), details.clone())
         .await;
+    ctx.daemon.cloud_events().emit(
+        atlasbridge_protocol::cloud::messages::kind::SESSION_STARTED,
+        details,
+    );
     Ok(started.session)
 }
 
@@ -129,8 +133,12 @@ pub(super) async fn end(
     let _ = ctx
         .daemon
         .audit()
-        .record("session_ended", &ctx.actor(), details)
+        .record("session_ended", &ctx.actor(), details.clone())
         .await;
+    ctx.daemon.cloud_events().emit(
+        atlasbridge_protocol::cloud::messages::kind::SESSION_ENDED,
+        details,
+    );
     Ok(session)
 }
 
