@@ -116,6 +116,7 @@ pub struct Daemon {
     shutdown: CancellationToken,
     cloud: Arc<crate::cloud::status::CloudStatus>,
     cloud_events: crate::cloud::events::CloudEvents,
+    registry: std::sync::OnceLock<crate::cloud::registry::RegistryClient>,
 }
 
 impl Daemon {
@@ -131,12 +132,23 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             cloud: Arc::new(crate::cloud::status::CloudStatus::disabled()),
             cloud_events: crate::cloud::events::CloudEvents::default(),
+            registry: std::sync::OnceLock::new(),
         })
     }
 
     /// The cloud uplink's status (`disabled` while it does not run).
     pub fn cloud_status(&self) -> Arc<crate::cloud::status::CloudStatus> {
         Arc::clone(&self.cloud)
+    }
+
+    /// The policy registry client, once the uplink runs.
+    pub fn registry(&self) -> Option<&crate::cloud::registry::RegistryClient> {
+        self.registry.get()
+    }
+
+    /// Set by the uplink when it starts (once).
+    pub fn set_registry(&self, client: crate::cloud::registry::RegistryClient) {
+        let _ = self.registry.set(client);
     }
 
     /// Events the uplink tells the cloud about as they happen.

@@ -790,3 +790,52 @@ pub struct PolicyAcceptParams {
     /// The full `content_hash` of a pending policy.
     pub hash: String,
 }
+
+/// Method: uploads a policy to the cloud's registry, signed by the runtime.
+pub const CLOUD_POLICY_PUSH: &str = "cloud.policy_push";
+/// Method: fetches and verifies the latest version of a policy from the cloud's registry.
+pub const CLOUD_POLICY_PULL: &str = "cloud.policy_pull";
+
+/// Params of `cloud.policy_push`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudPolicyPushParams {
+    /// The policy file's text (self-contained: no `extends`).
+    pub yaml: String,
+}
+
+/// Result of `cloud.policy_push`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudPolicyPushResult {
+    /// The policy's name in the registry.
+    pub name: String,
+    /// The version the cloud gave it.
+    pub version: String,
+    /// Its `policy_hash`.
+    pub content_hash: String,
+}
+
+/// Params of `cloud.policy_pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudPolicyPullParams {
+    /// The policy's name in the registry.
+    pub name: String,
+}
+
+/// Result of `cloud.policy_pull`: a version that passed the same checks as an offered one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudPolicyPullResult {
+    /// The name.
+    pub name: String,
+    /// The latest version.
+    pub version: String,
+    /// Its `policy_hash`, checked against the YAML.
+    pub content_hash: String,
+    /// When the cloud signed it.
+    pub signed_at: String,
+    /// Whether the server's signature was checked (`server_public_key` configured).
+    pub signature_checked: bool,
+    /// The policy file.
+    pub yaml: String,
+}

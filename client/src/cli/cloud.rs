@@ -2,8 +2,15 @@
 
 use std::process::ExitCode;
 
-use atlasbridge_protocol::methods::{self as m, CloudStatusResult, CloudStreamStatus};
+use std::path::{Path, PathBuf};
+
+use atlasbridge_protocol::methods::{
+    self as m, CloudPolicyPullParams, CloudPolicyPullResult, CloudPolicyPushParams,
+    CloudPolicyPushResult, CloudStatusResult, CloudStreamStatus,
+};
+use atlasbridge_protocol::policy;
 use clap::Subcommand;
+use serde_json::json;
 
 use super::{CliError, Context};
 
@@ -13,6 +20,37 @@ pub enum CloudCommand {
     /// The link's state, its last heartbeat, the token's expiry and how far behind the cloud's
     /// copy of the trace is.
     Status,
+    /// The cloud's policy registry, through the daemon's link.
+    #[command(subcommand)]
+    Policy(CloudPolicyCommand),
+}
+
+/// The cloud's policy registry.
+#[derive(Debug, Subcommand)]
+pub enum CloudPolicyCommand {
+    /// Uploads a local policy file as a new version of the policy it names, signed by this
+    /// runtime (admin role). The file must load and be self-contained (no `extends`).
+    Push {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Fetches the latest version of a policy, checked as an offered one is (signature, hash,
+    /// validity), and prints it or writes it to a file. Nothing is applied.
+    Pull {
+        /// The policy's name in the registry.
+        name: String,
+        /// Write the policy here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What changes in meaning from the cloud's latest version of NAME to a local policy file
+    /// (the daemon's active policy file when none is given). Exit 0 equal, 1 different.
+    Diff {
+        /// The policy's name in the registry.
+        name: String,
+        /// The local policy file.
+        file: Option<PathBuf>,
+    },
 }
 
 pub(super) fn run(ctx: &Context, command: &CloudCommand) -> Result<ExitCode, CliError> {
@@ -26,7 +64,129 @@ pub(super) fn run(ctx: &Context, command: &CloudCommand) -> Result<ExitCode, Cli
             }
             Ok(ExitCode::SUCCESS)
         }
+        CloudCommand::Policy(command) => run_policy(ctx, command),
     }
+}
+
+fn run_policy(ctx: &Context, command: &CloudPolicyCommand) -> Result<ExitCode, CliError> {
+    match command {
+        CloudPolicyCommand::Push { file } => {
+            // Checked here first, so that a bad file is reported with its lines before anything
+            // is sent.
+            let loaded = policy::load_file(file).map_err(|e| invalid_file(file, &e))?;
+            let yaml = std::fs::read_to_string(file).map_err(|e| {
+                CliError::Unreadable(format!("cannot read {}: {e}", file.display()))
+            })?;
+            let pushed: CloudPolicyPushResult = ctx
+                .connect()?
+                .call(m::CLOUD_POLICY_PUSH, Some(CloudPolicyPushParams { yaml }))?;
+            if ctx.out.is_json() {
+                ctx.out.json(&pushed);
+            } else {
+                println!(
+                    "pushed {} as version {} (hash {})",
+                    pushed.name,
+                    pushed.version,
+                    loaded.short_hash()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CloudPolicyCommand::Pull { name, out } => {
+            let pulled = pull(ctx, name)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(path, &pulled.yaml).map_err(|e| {
+                        CliError::Failed(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    if ctx.out.is_json() {
+                        ctx.out.json(&pulled);
+                    } else {
+                        println!(
+                            "{} version {} written to {} (hash {}{})",
+                            pulled.name,
+                            pulled.version,
+                            path.display(),
+                            pulled.content_hash,
+                            if pulled.signature_checked {
+                                ", signature verified"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                None if ctx.out.is_json() => ctx.out.json(&pulled),
+                None => print!("{}", pulled.yaml),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CloudPolicyCommand::Diff { name, file } => {
+            let local_file = match file {
+                Some(file) => file.clone(),
+                None => active_policy_file(ctx)?,
+            };
+            let local =
+                policy::load_file(&local_file).map_err(|e| invalid_file(&local_file, &e))?;
+            let pulled = pull(ctx, name)?;
+            let label = PathBuf::from(format!("cloud:{}@{}", pulled.name, pulled.version));
+            let cloud =
+                policy::load_str(&pulled.yaml, &label).map_err(|e| invalid_file(&label, &e))?;
+            let changes = policy::diff(&cloud.policy, &local.policy);
+            let equal = changes.is_empty();
+            if ctx.out.is_json() {
+                ctx.out.json(&json!({
+                    "equal": equal,
+                    "cloud": { "name": pulled.name, "version": pulled.version, "hash": cloud.hash },
+                    "local": { "file": local_file, "hash": local.hash },
+                    "diff": changes,
+                }));
+            } else if equal {
+                println!(
+                    "no difference in meaning between {} version {} and {} (hash {})",
+                    pulled.name,
+                    pulled.version,
+                    local_file.display(),
+                    local.short_hash()
+                );
+            } else {
+                print!("{changes}");
+            }
+            Ok(if equal {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(super::EXIT_FAILURE)
+            })
+        }
+    }
+}
+
+fn pull(ctx: &Context, name: &str) -> Result<CloudPolicyPullResult, CliError> {
+    Ok(ctx.connect()?.call(
+        m::CLOUD_POLICY_PULL,
+        Some(CloudPolicyPullParams {
+            name: name.to_owned(),
+        }),
+    )?)
+}
+
+/// The file of the daemon's active policy.
+fn active_policy_file(ctx: &Context) -> Result<PathBuf, CliError> {
+    let status: m::PolicyStatus = ctx.connect()?.call(m::POLICY_STATUS, None::<()>)?;
+    status.source.map(PathBuf::from).ok_or_else(|| {
+        CliError::Failed(
+            "the daemon's active policy is the built-in default, not a file: name a FILE".into(),
+        )
+    })
+}
+
+fn invalid_file(file: &Path, error: &policy::LoadError) -> CliError {
+    let lines: Vec<String> = error.errors.iter().map(ToString::to_string).collect();
+    CliError::Failed(format!(
+        "{} does not load:\n{}",
+        file.display(),
+        lines.join("\n")
+    ))
 }
 
 /// The human form of `cloud status`.

@@ -11,6 +11,7 @@ pub mod events;
 pub mod link;
 pub mod policy_sync;
 pub mod reader;
+pub mod registry;
 pub mod status;
 pub mod tls;
 
@@ -155,6 +156,14 @@ async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
         server_key: ctx.server_key,
         mode: daemon.settings().config.cloud.policy_sync,
     });
+    if let Some(fetcher) = &ctx.fetcher {
+        daemon.set_registry(registry::RegistryClient {
+            fetcher: fetcher.clone(),
+            identity: ctx.identity.clone(),
+            runtime_id: ctx.runtime_id.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+    }
     let renew_now = Arc::new(Notify::new());
     let keeper = tokio::spawn(keep_token(
         tokens,

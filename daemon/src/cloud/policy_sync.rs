@@ -12,7 +12,6 @@
 //! local `[policy] file` is configured: local precedence, always. Every step is an audit event.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use atlasbridge_protocol::cloud::messages::PolicyRef;
 use atlasbridge_protocol::cloud::rest::PolicyVersion;
@@ -26,14 +25,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use url::Url;
 
-use super::auth::{CallError, Token, check_status};
+use super::auth::Token;
 use super::config::PolicySync;
 use super::status::CloudStatus;
 use crate::audit::Actor;
 use crate::state::Daemon;
-
-/// Attempts at fetching one offered version (each after the wait the cloud asks for).
-const FETCH_ATTEMPTS: usize = 5;
 
 /// What the daemon keeps about cloud policies, in `<data_dir>/cloud/policies.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,62 +299,15 @@ async fn verify_offer(
 }
 
 async fn fetch(fetcher: &Fetcher, offer: &PolicyRef) -> Result<PolicyVersion, String> {
-    let url = fetcher
-        .api_base
-        .join(&format!(
+    super::registry::get_json(
+        fetcher,
+        &format!(
             "v1/policies/{}/versions/{}",
-            encode_segment(&offer.name),
-            encode_segment(&offer.version)
-        ))
-        .map_err(|e| format!("bad policy address: {e}"))?;
-    let mut last = String::new();
-    for _ in 0..FETCH_ATTEMPTS {
-        let token = fetcher
-            .token
-            .borrow()
-            .as_ref()
-            .map(|t| t.value.clone())
-            .unwrap_or_default();
-        let sent = fetcher
-            .http
-            .get(url.clone())
-            .bearer_auth(token)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => return Err(format!("cannot fetch {url}: {e}")),
-        };
-        match check_status(response).await {
-            Ok(response) => {
-                return response
-                    .json::<PolicyVersion>()
-                    .await
-                    .map_err(|e| format!("the policy answer is not valid: {e}"));
-            }
-            Err(CallError::RetryAfter { wait, status }) => {
-                last = format!("HTTP {status}");
-                tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
-            }
-            Err(e) => return Err(format!("cannot fetch {url}: {e}")),
-        }
-    }
-    Err(format!(
-        "cannot fetch {url}: still {last} after {FETCH_ATTEMPTS} attempts"
-    ))
-}
-
-/// A path segment with everything but unreserved characters percent-encoded.
-fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+            super::registry::encode_segment(&offer.name),
+            super::registry::encode_segment(&offer.version)
+        ),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -397,11 +346,5 @@ mod tests {
             accepted_policy_file(dir.path()),
             Some(policy_path(dir.path(), &hash))
         );
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_segment("team/a b"), "team%2Fa%20b");
-        assert_eq!(encode_segment("v1.2_x-y~"), "v1.2_x-y~");
     }
 }

@@ -967,3 +967,70 @@ fn sessions_escalations_and_the_loaded_policy_with_its_pins_are_reported() {
     );
     assert_eq!(peer.received("session_ended")[0]["decisions"], 1);
 }
+
+#[test]
+fn cloud_policy_push_pull_and_diff_go_through_the_daemons_link() {
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "warm", 1);
+    assert!(peer.wait_for_entries(Stream::Trace, 1, CATCH_UP));
+    let file = daemon.sandbox.write("team.yaml", CLOUD_POLICY);
+    let file = file.to_str().unwrap();
+
+    let pushed = daemon.cli(&["--json", "cloud", "policy", "push", file]);
+    pushed.assert_code(0);
+    let pushed = pushed.json();
+    assert_eq!(pushed["name"], "cloud-strict", "{pushed}");
+    assert_eq!(
+        pushed["content_hash"],
+        cloud_policy_hash(CLOUD_POLICY).as_str()
+    );
+    let uploads = peer.with_state(|s| s.uploads().to_vec());
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].yaml, CLOUD_POLICY);
+
+    let pulled = daemon.cli(&["cloud", "policy", "pull", "cloud-strict"]);
+    pulled.assert_code(0);
+    assert_eq!(pulled.stdout, CLOUD_POLICY);
+    daemon
+        .cli(&["cloud", "policy", "diff", "cloud-strict", file])
+        .assert_code(0);
+    let changed = daemon.sandbox.write(
+        "changed.yaml",
+        &CLOUD_POLICY.replace("[yes_no]", "[yes_no, confirm_enter]"),
+    );
+    let diff = daemon.cli(&[
+        "cloud",
+        "policy",
+        "diff",
+        "cloud-strict",
+        changed.to_str().unwrap(),
+    ]);
+    diff.assert_code(1);
+    assert!(diff.stdout.contains("cloud-no"), "{} {}", diff.stdout, diff.stderr);
+
+    // A version whose signature does not verify is refused, not printed.
+    peer.push_policy(
+        "cloud-strict",
+        CLOUD_POLICY,
+        &cloud_policy_hash(CLOUD_POLICY),
+        PolicySigning::BadSignature,
+    );
+    let refused = daemon.cli(&["cloud", "policy", "pull", "cloud-strict"]);
+    refused.assert_code(1);
+    assert!(
+        refused.stderr.contains("signature does not verify"),
+        "{}",
+        refused.stderr
+    );
+
+    // Without the uplink there is no registry to reach.
+    let offline = with_policy("enterprise", POLICY, "");
+    let refused = offline.cli(&["cloud", "policy", "pull", "cloud-strict"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("uplink is not running"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -2,6 +2,7 @@
 //! its feature gate, and where engine errors become JSON-RPC errors.
 
 pub(crate) mod autopilot;
+mod cloud;
 mod daemon;
 mod decision;
 mod features;
@@ -158,9 +159,14 @@ pub fn required_role(method: &str) -> Option<Role> {
         // Pulling the kill switch is an admin's act, like changing the policy it overrides.
         m::AUTOPILOT_PAUSE | m::AUTOPILOT_RESUME | m::AUTOPILOT_STOP => Role::Admin,
         m::DECISION_RECORD | m::DECISION_EVALUATE => Role::Operator,
-        m::TRACE_REPAIR | m::POLICY_RELOAD | m::POLICY_PIN | m::POLICY_UNPIN | m::POLICY_ACCEPT => {
-            Role::Admin
-        }
+        m::TRACE_REPAIR
+        | m::POLICY_RELOAD
+        | m::POLICY_PIN
+        | m::POLICY_UNPIN
+        | m::POLICY_ACCEPT
+        | m::CLOUD_POLICY_PUSH => Role::Admin,
+        // It reaches the network on the daemon's credentials.
+        m::CLOUD_POLICY_PULL => Role::Operator,
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
@@ -238,6 +244,14 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
         },
         m::POLICY_VERSIONS => match no_params(params) {
             Ok(()) => Handled::reply(pins::versions(ctx)),
+            Err(e) => Handled::error(e),
+        },
+        m::CLOUD_POLICY_PUSH => match decode_params(params) {
+            Ok(p) => Handled::reply(cloud::push(daemon, p).await),
+            Err(e) => Handled::error(e),
+        },
+        m::CLOUD_POLICY_PULL => match decode_params(params) {
+            Ok(p) => Handled::reply(cloud::pull(daemon, p).await),
             Err(e) => Handled::error(e),
         },
         m::POLICY_PENDING => match no_params(params) {
