@@ -1,15 +1,14 @@
 //! `[cloud]` in the config file. Off by default; when on, the endpoint, the organisation and a
 //! way to find the API key are required, and `ws://` is accepted only for a loopback host.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use atlasbridge_protocol::cloud::endpoint::{Url, derive_api_base, parse_api_base, parse_endpoint};
 use atlasbridge_protocol::trace::checkpoint::decode_public_key;
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use toml::Spanned;
-use url::Url;
 
 /// What to do with a policy the cloud offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -167,62 +166,6 @@ impl RawCloud {
             honor_kill_switch: self.honor_kill_switch.unwrap_or(false),
         })
     }
-}
-
-/// Whether `url`'s host is this machine.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
-/// `wss://…`, or `ws://…` on a loopback host.
-pub fn parse_endpoint(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("[cloud] endpoint '{text}': {e}"))?;
-    match url.scheme() {
-        "wss" => Ok(url),
-        "ws" if is_loopback(&url) => Ok(url),
-        "ws" => Err(format!(
-            "[cloud] endpoint '{text}': ws:// is only allowed for a loopback host; use wss://"
-        )),
-        other => Err(format!(
-            "[cloud] endpoint '{text}': the scheme must be wss (not {other})"
-        )),
-    }
-}
-
-/// `https://…`, or `http://…` on a loopback host.
-pub fn parse_api_base(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("[cloud] api_base '{text}': {e}"))?;
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err(format!(
-            "[cloud] api_base '{text}': http:// is only allowed for a loopback host; use https://"
-        )),
-        other => Err(format!(
-            "[cloud] api_base '{text}': the scheme must be https (not {other})"
-        )),
-    }
-}
-
-/// The REST base of an endpoint: same host and port, `https` for `wss`, no path.
-pub fn derive_api_base(endpoint: &Url) -> Option<Url> {
-    let scheme = if endpoint.scheme() == "ws" {
-        "http"
-    } else {
-        "https"
-    };
-    let host = endpoint.host_str()?;
-    let text = match endpoint.port() {
-        Some(port) if host.contains(':') => format!("{scheme}://[{host}]:{port}/"),
-        Some(port) => format!("{scheme}://{host}:{port}/"),
-        None => format!("{scheme}://{host}/"),
-    };
-    Url::parse(&text).ok()
 }
 
 #[cfg(test)]

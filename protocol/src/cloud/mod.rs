@@ -3,6 +3,7 @@
 //!
 //! Everything here is pure: the daemon's uplink and the test peer build on the same types.
 
+pub mod endpoint;
 pub mod envelope;
 pub mod messages;
 pub mod rest;

@@ -1007,7 +1007,12 @@ fn cloud_policy_push_pull_and_diff_go_through_the_daemons_link() {
         changed.to_str().unwrap(),
     ]);
     diff.assert_code(1);
-    assert!(diff.stdout.contains("cloud-no"), "{} {}", diff.stdout, diff.stderr);
+    assert!(
+        diff.stdout.contains("cloud-no"),
+        "{} {}",
+        diff.stdout,
+        diff.stderr
+    );
 
     // A version whose signature does not verify is refused, not printed.
     peer.push_policy(
