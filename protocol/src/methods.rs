@@ -839,3 +839,38 @@ pub struct CloudPolicyPullResult {
     /// The policy file.
     pub yaml: String,
 }
+
+/// Method: tries a cloud configuration (token call and handshake) without keeping anything.
+pub const CLOUD_TEST: &str = "cloud.test";
+
+/// Params of `cloud.test`: the values `cloud setup` is about to write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudTestParams {
+    /// The WebSocket endpoint.
+    pub endpoint: String,
+    /// The REST base; derived from the endpoint when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    /// The organisation.
+    pub org_id: String,
+    /// The API key (sent to the token call only, never stored by the test).
+    pub api_key: String,
+    /// The key the cloud signs with, to check the handshake's messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_public_key: Option<String>,
+    /// Extra TLS roots (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// Result of `cloud.test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudTestResult {
+    /// Whether the whole handshake succeeded.
+    pub ok: bool,
+    /// The last stage reached: `token`, `connect` or `handshake`.
+    pub stage: String,
+    /// What happened, for people.
+    pub message: String,
+}

@@ -23,6 +23,10 @@ pub enum CloudCommand {
     /// The cloud's policy registry, through the daemon's link.
     #[command(subcommand)]
     Policy(CloudPolicyCommand),
+    /// Configures the uplink: asks for what is missing on a terminal (flags for scripts),
+    /// validates it, tests the connection through the running daemon, and writes the [cloud]
+    /// section of the config file (mode 0600). The API key is never shown.
+    Setup(super::cloud_setup::SetupArgs),
 }
 
 /// The cloud's policy registry.
@@ -65,6 +69,7 @@ pub(super) fn run(ctx: &Context, command: &CloudCommand) -> Result<ExitCode, Cli
             Ok(ExitCode::SUCCESS)
         }
         CloudCommand::Policy(command) => run_policy(ctx, command),
+        CloudCommand::Setup(args) => super::cloud_setup::run(ctx, args),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod autopilot;
 mod cloud;
+mod cloud_setup;
 mod daemon;
 mod decide;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};

@@ -231,6 +231,42 @@ pub async fn serve(
     }
 }
 
+/// Connects and completes the handshake, then closes: what `cloud setup` uses to test a
+/// configuration. The welcome's session id, or why it failed.
+pub async fn probe(ctx: &LinkContext, token: &str) -> Result<String, String> {
+    let request = upgrade_request(&ctx.endpoint, token)?;
+    let connector = ctx
+        .tls
+        .as_ref()
+        .map(|tls| tokio_tungstenite::Connector::Rustls(Arc::clone(tls)));
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connecting =
+        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
+    let (socket, _) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "the WebSocket upgrade timed out".to_owned())?
+        .map_err(|e| match e {
+            tungstenite::Error::Http(response) => format!(
+                "the WebSocket upgrade was refused (HTTP {})",
+                response.status().as_u16()
+            ),
+            e => format!("cannot connect to {}: {e}", ctx.endpoint),
+        })?;
+    let mut session = Session {
+        ctx,
+        socket,
+        sequence: 0,
+        checkpoints_in_flight: std::collections::HashMap::new(),
+    };
+    let welcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, session.handshake())
+        .await
+        .map_err(|_| "the handshake timed out".to_owned())??;
+    let _ = session.socket.close(None).await;
+    Ok(welcome.session)
+}
+
 fn failed(why: &str) -> Ended {
     Ended::Failed {
         why: why.to_owned(),

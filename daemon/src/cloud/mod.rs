@@ -400,3 +400,107 @@ fn token_client(daemon: &Daemon, ctx: &LinkContext) -> Result<TokenClient, Strin
         },
     )
 }
+
+/// Tries a configuration `cloud setup` is about to write: the token call, then the WebSocket
+/// handshake, then closes. Runs only when asked (by an admin); nothing is kept.
+pub async fn test_config(
+    daemon: &Arc<Daemon>,
+    params: atlasbridge_protocol::methods::CloudTestParams,
+) -> atlasbridge_protocol::methods::CloudTestResult {
+    use atlasbridge_protocol::cloud::endpoint::{derive_api_base, parse_api_base, parse_endpoint};
+    use atlasbridge_protocol::methods::CloudTestResult;
+    let result = |ok: bool, stage: &str, message: String| CloudTestResult {
+        ok,
+        stage: stage.to_owned(),
+        message,
+    };
+    let endpoint = match parse_endpoint(&params.endpoint) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return result(false, "config", e),
+    };
+    let api_base = match params.api_base.as_deref().map(parse_api_base) {
+        Some(Ok(base)) => base,
+        Some(Err(e)) => return result(false, "config", e),
+        None => match derive_api_base(&endpoint) {
+            Some(base) => base,
+            None => return result(false, "config", "no api_base for this endpoint".into()),
+        },
+    };
+    let server_key = match params.server_public_key.as_deref() {
+        None => None,
+        Some(text) => match atlasbridge_protocol::trace::checkpoint::decode_public_key(text) {
+            Some(key) => Some(key),
+            None => {
+                return result(
+                    false,
+                    "config",
+                    "server_public_key must be an Ed25519 key as `ed25519:<base64url>`".into(),
+                );
+            }
+        },
+    };
+    let needs_tls = endpoint.scheme() == "wss" || api_base.scheme() == "https";
+    let tls = if needs_tls {
+        match tls::client_config(params.ca_file.as_deref().map(std::path::Path::new)) {
+            Ok(tls) => Some(tls),
+            Err(e) => return result(false, "config", e),
+        }
+    } else {
+        None
+    };
+    let identity = daemon.stores().checkpointer.lock().await.identity().clone();
+    let runtime_id = encode_public_key(&identity.verifying_key());
+    let data_dir = daemon.data_dir();
+    let ctx = LinkContext {
+        daemon: Arc::clone(daemon),
+        // A scratch status: the test must not change what `cloud status` shows.
+        status: Arc::new(CloudStatus::disabled()),
+        endpoint,
+        org_id: params.org_id.clone(),
+        identity,
+        runtime_id: runtime_id.clone(),
+        server_key,
+        tls,
+        heartbeat: Duration::from_secs(10),
+        window: 1,
+        stream_audit: false,
+        honor_kill_switch: false,
+        cursor_path: cursor::cursor_path(data_dir),
+        checkpoints_path: data_dir.join("unused"),
+        fetcher: None,
+        trace_dir: crate::trace::trace_dir(data_dir),
+        audit_dir: crate::trace::audit_dir(data_dir),
+    };
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(tls) = &ctx.tls {
+        builder = builder.tls_backend_preconfigured((**tls).clone());
+    }
+    let http = match builder.build() {
+        Ok(http) => http,
+        Err(e) => return result(false, "config", format!("cannot set up HTTP: {e}")),
+    };
+    let tokens = match TokenClient::new(
+        http,
+        &api_base,
+        TokenRequest {
+            api_key: params.api_key,
+            org_id: params.org_id,
+            runtime_id,
+        },
+    ) {
+        Ok(tokens) => tokens,
+        Err(e) => return result(false, "config", e),
+    };
+    let token = match tokens.fetch().await {
+        Ok(token) => token,
+        Err(e) => return result(false, "token", e.to_string()),
+    };
+    match link::probe(&ctx, &token.value).await {
+        Ok(session) => result(
+            true,
+            "handshake",
+            format!("connected: token issued, handshake done (cloud session {session})"),
+        ),
+        Err(why) => result(false, "handshake", why),
+    }
+}

@@ -1039,3 +1039,66 @@ fn cloud_policy_push_pull_and_diff_go_through_the_daemons_link() {
         refused.stderr
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn cloud_setup_tests_the_values_writes_a_private_config_and_never_shows_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let peer = CloudPeer::start();
+    let daemon = with_policy("enterprise", POLICY, "");
+    let config = daemon.sandbox.path("setup/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "# my settings\n[trace]\ndurability = \"batch\"\n").unwrap();
+    let ws_url = peer.ws_url();
+    let server_key = peer.server_public_key();
+    let key = peer.api_key();
+    let args = [
+        "cloud",
+        "setup",
+        "--endpoint",
+        ws_url.as_str(),
+        "--org-id",
+        "org-test",
+        "--api-key-stdin",
+        "--server-public-key",
+        server_key.as_str(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+
+    // A wrong key: the test through the daemon fails at the token call; nothing is written.
+    let refused = daemon.cli_with_stdin(&args, &[], Some("not-the-key\n"));
+    refused.assert_code(1);
+    assert!(refused.stderr.contains("token stage"), "{}", refused.stderr);
+    assert!(!daemon.sandbox.path("setup/cloud-api-key").exists());
+
+    let done = daemon.cli_with_stdin(&args, &[], Some(&format!("{key}\n")));
+    done.assert_code(0);
+    assert!(done.stdout.contains("tested: ok"), "{}", done.stdout);
+    for output in [&done.stdout, &done.stderr, &refused.stdout, &refused.stderr] {
+        assert!(!output.contains(&key), "the key was shown: {output}");
+    }
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let key_file = daemon.sandbox.path("setup/cloud-api-key");
+    assert_eq!(mode(&config), 0o600);
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key);
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        written.starts_with("# my settings\n[trace]\ndurability = \"batch\"\n"),
+        "{written}"
+    );
+    assert!(!written.contains(&key), "{written}");
+
+    // The written config is one a daemon starts with, and links.
+    let sandbox = Sandbox::new();
+    let policy = sandbox.write("policy.yaml", POLICY);
+    let full = format!("{written}\n[policy]\nfile = \"{}\"\n", policy.display());
+    let linked = TestDaemon::start_in(
+        sandbox,
+        Options::default().edition("enterprise").config(&full),
+    );
+    decide(&linked, "s", 3);
+    assert_peer_has_the_trace(&linked, &peer);
+}

@@ -349,6 +349,17 @@ impl TestDaemon {
     }
 
     pub fn cli_with(&self, args: &[&str], extra_env: &[(&str, &str)]) -> CliOutput {
+        self.cli_with_stdin(args, extra_env, None)
+    }
+
+    /// Like [`TestDaemon::cli_with`], with `input` on the CLI's standard input.
+    pub fn cli_with_stdin(
+        &self,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        input: Option<&str>,
+    ) -> CliOutput {
+        use std::io::Write as _;
         let mut command = Command::new(CLI);
         command
             .env_clear()
@@ -357,8 +368,20 @@ impl TestDaemon {
             .arg("--socket")
             .arg(self.socket())
             .args(args)
-            .stdin(Stdio::null());
-        CliOutput::from(command.output().expect("run atlasbridge"))
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("run atlasbridge");
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write the CLI's stdin");
+        }
+        CliOutput::from(child.wait_with_output().expect("run atlasbridge"))
     }
 }
 

@@ -164,7 +164,8 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::POLICY_PIN
         | m::POLICY_UNPIN
         | m::POLICY_ACCEPT
-        | m::CLOUD_POLICY_PUSH => Role::Admin,
+        | m::CLOUD_POLICY_PUSH
+        | m::CLOUD_TEST => Role::Admin,
         // It reaches the network on the daemon's credentials.
         m::CLOUD_POLICY_PULL => Role::Operator,
         m::DAEMON_SHUTDOWN => Role::Owner,
@@ -244,6 +245,10 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
         },
         m::POLICY_VERSIONS => match no_params(params) {
             Ok(()) => Handled::reply(pins::versions(ctx)),
+            Err(e) => Handled::error(e),
+        },
+        m::CLOUD_TEST => match decode_params(params) {
+            Ok(p) => Handled::reply(Ok(crate::cloud::test_config(ctx.daemon, p).await)),
             Err(e) => Handled::error(e),
         },
         m::CLOUD_POLICY_PUSH => match decode_params(params) {
