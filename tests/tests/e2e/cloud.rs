@@ -1102,3 +1102,37 @@ fn cloud_setup_tests_the_values_writes_a_private_config_and_never_shows_the_key(
     decide(&linked, "s", 3);
     assert_peer_has_the_trace(&linked, &peer);
 }
+
+#[test]
+fn throttled_upgrades_lose_nothing() {
+    let (_daemon, peer) = survives(
+        |peer| {
+            peer.throttle_upgrades(Some(Throttle::new(503, 1, 2)));
+            peer.disconnect();
+        },
+        "",
+    );
+    assert!(
+        peer.upgrade_attempts().len() >= 3,
+        "{:?}",
+        peer.upgrade_attempts()
+    );
+}
+
+#[test]
+fn a_policy_pushed_while_agents_decide_loses_nothing() {
+    let (daemon, _peer) = survives(
+        |peer| {
+            peer.push_policy(
+                "team",
+                CLOUD_POLICY,
+                &cloud_policy_hash(CLOUD_POLICY),
+                PolicySigning::Good,
+            );
+        },
+        "",
+    );
+    crate::support::eventually("the offer is handled", || {
+        !audited(&daemon, "cloud_policy_pending").is_empty()
+    });
+}
