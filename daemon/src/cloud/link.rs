@@ -528,11 +528,13 @@ impl Session<'_> {
                     }
                     ctx.status.update(|s| s.last_heartbeat_sent = Some(crate::clock::now_rfc3339()));
                 }
-                _ = trace_head.changed() => {
-                    pump_at.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                // Not listened to while a send is already due: each entry would wake this thread
+                // (and make the trace writer wake it) for nothing.
+                _ = trace_head.changed(), if pump_at.is_none() => {
+                    pump_at = Some(tokio::time::Instant::now() + LINGER);
                 }
-                _ = audit_changed => {
-                    pump_at.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                _ = audit_changed, if pump_at.is_none() => {
+                    pump_at = Some(tokio::time::Instant::now() + LINGER);
                 }
                 () = linger => {}
                 event = events.recv() => match event {

@@ -196,9 +196,11 @@ fn latency(settings: &Settings, work: &Path, policy: &Path) {
     drive(&daemon.socket, Evaluate(0), 1, 1, 0.5);
     assert!(peer.wait_until(|s| s.is_connected(), Duration::from_secs(20)));
     let (uplink_before, all_before) = cpu_ticks(daemon.pid());
+    let peer_before = thread_ticks(std::process::id(), "(cloud-peer");
     let timed = Instant::now();
     row("on, peer healthy (streaming each decision)", &daemon, 1);
     let (uplink_after, all_after) = cpu_ticks(daemon.pid());
+    let peer_after = thread_ticks(std::process::id(), "(cloud-peer");
     let seconds = timed.elapsed().as_secs_f64();
     let delivered = peer.entry_count(Stream::Trace);
     peer.stop();
@@ -206,11 +208,12 @@ fn latency(settings: &Settings, work: &Path, policy: &Path) {
     println!();
     println!(
         "With the peer healthy it had received {} entries by the end of its row. Over that row \
-         the daemon used {:.0}% of one core, its uplink threads {:.1}% (CPU time from \
-         `/proc/<pid>/task/*/stat`).",
+         the daemon used {:.0}% of one core, its uplink threads {:.1}%, and the peer's threads \
+         (in this process) {:.1}% (CPU time from `/proc/<pid>/task/*/stat`).",
         thousands(delivered as f64),
         ticks_percent(all_after - all_before, seconds),
         ticks_percent(uplink_after - uplink_before, seconds),
+        ticks_percent(peer_after - peer_before, seconds),
     );
 }
 
@@ -370,6 +373,25 @@ fn rss_without_cloud(settings: &Settings, work: &Path, policy: &Path, entries: u
     }
     std::thread::sleep(Duration::from_secs(1));
     daemon.memory_kib("VmRSS:")
+}
+
+/// CPU time (clock ticks) of the threads of `pid` whose `stat` name starts with `prefix`.
+fn thread_ticks(pid: u32, prefix: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(") ")?;
+            if !head.contains(prefix) {
+                return None;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
 }
 
 /// CPU time (utime + stime, in clock ticks) of the daemon's `cloud-uplink` threads and of all
