@@ -705,6 +705,9 @@ fn an_offered_policy_waits_for_accept_in_manual_mode_and_stays_after_a_restart()
     crate::support::eventually("the policy is pending", || {
         daemon.conn().ok("policy.pending", json!({}))["pending"][0]["content_hash"] == hash.as_str()
     });
+    crate::support::eventually("the pending policy is audited", || {
+        audited(&daemon, "cloud_policy_pending").len() == 1
+    });
     assert_eq!(active_hash(&daemon), before, "manual: nothing applied yet");
     let listed = daemon.cli(&["policy", "pending"]);
     listed.assert_code(0);
@@ -744,7 +747,10 @@ fn an_offered_policy_applies_at_once_in_auto_mode() {
     let hash = cloud_policy_hash(CLOUD_POLICY);
     peer.push_policy("team", CLOUD_POLICY, &hash, PolicySigning::Good);
     crate::support::eventually("the policy is active", || active_hash(&daemon) == hash);
-    assert_eq!(audited(&daemon, "cloud_policy_applied").len(), 1);
+    // The audit event and the status follow the swap.
+    crate::support::eventually("the application is audited", || {
+        audited(&daemon, "cloud_policy_applied").len() == 1
+    });
     let status = daemon.conn().ok("cloud.status", json!({}));
     assert_eq!(status["policy_sync"], "synced", "{status}");
 }
