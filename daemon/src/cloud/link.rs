@@ -688,6 +688,11 @@ impl Session<'_> {
                     return false;
                 };
                 info!(name = %offer.name, version = %offer.version, "the cloud offers a policy");
+                if !super::policy_sync::is_new(&ctx.daemon, &offer) {
+                    // Active, pending, or refused before: a registry's versions do not change.
+                    debug!(name = %offer.name, version = %offer.version, "already handled");
+                    return false;
+                }
                 if let Some(fetcher) = ctx.fetcher.clone() {
                     // Its own task: fetching must not hold up the stream.
                     tokio::spawn(super::policy_sync::handle_offer(

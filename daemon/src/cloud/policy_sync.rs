@@ -38,7 +38,15 @@ pub struct PolicyBook {
     pub accepted: Option<String>,
     /// Verified versions waiting for `policy accept`.
     pub pending: Vec<PendingPolicy>,
+    /// Offers that failed verification (the last [`REMEMBERED_REJECTIONS`]), so that a cloud
+    /// that keeps naming one in its welcome does not get it fetched, refused and audited again
+    /// on every connection.
+    #[serde(default)]
+    pub rejected: Vec<PolicyRef>,
 }
+
+/// Refused offers remembered at most.
+const REMEMBERED_REJECTIONS: usize = 100;
 
 fn cloud_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("cloud")
@@ -98,7 +106,8 @@ pub fn accept(data_dir: &Path, hash: &str) -> Result<PathBuf, String> {
 }
 
 /// Whether `offer` names a policy this daemon has not seen: not active, not accepted, not
-/// pending.
+/// pending, not refused before (a registry's versions do not change: a fixed policy comes as a
+/// new version).
 pub fn is_new(daemon: &Daemon, offer: &PolicyRef) -> bool {
     let active = daemon.stores().decisions.policy.active();
     if active.is_some_and(|a| a.hash == offer.content_hash) {
@@ -111,6 +120,7 @@ pub fn is_new(daemon: &Daemon, offer: &PolicyRef) -> bool {
                     .pending
                     .iter()
                     .any(|p| p.content_hash == offer.content_hash)
+                && !book.rejected.contains(offer)
         }
         Err(_) => true,
     }
@@ -159,9 +169,14 @@ pub async fn handle_offer(
             .await;
         return;
     }
-    let path = match verify_offer(&daemon, &fetcher, &offer).await {
+    let version = match fetch(&fetcher, &offer).await {
+        Ok(version) => version,
+        // The cloud may answer next time: nothing is remembered.
+        Err(why) => return reject(&daemon, &status, &offer, why, false).await,
+    };
+    let path = match verify_offer(&daemon, &fetcher, &offer, version).await {
         Ok(path) => path,
-        Err(why) => return reject(&daemon, &status, &offer, why).await,
+        Err(why) => return reject(&daemon, &status, &offer, why, true).await,
     };
     let data_dir = daemon.data_dir().to_path_buf();
     let local_file = daemon.settings().config.policy.file.is_some();
@@ -190,7 +205,7 @@ pub async fn handle_offer(
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(why) = recorded {
-        return reject(&daemon, &status, &offer, why).await;
+        return reject(&daemon, &status, &offer, why, false).await;
     }
     if apply_now {
         match crate::lifecycle::load_policy(&daemon, Some(path), Actor::Cloud).await {
@@ -207,7 +222,7 @@ pub async fn handle_offer(
                     "it did not load: {}",
                     errors.first().map(ToString::to_string).unwrap_or_default()
                 );
-                reject(&daemon, &status, &offer, why).await;
+                reject(&daemon, &status, &offer, why, true).await;
             }
         }
     } else {
@@ -230,7 +245,31 @@ pub async fn handle_offer(
 }
 
 /// A refused offer: logged, shown in `cloud status`, audited; the active policy is untouched.
-async fn reject(daemon: &Daemon, status: &CloudStatus, offer: &PolicyRef, why: String) {
+/// A `permanent` refusal (the version itself is bad) is remembered.
+async fn reject(
+    daemon: &Daemon,
+    status: &CloudStatus,
+    offer: &PolicyRef,
+    why: String,
+    permanent: bool,
+) {
+    if permanent {
+        let data_dir = daemon.data_dir().to_path_buf();
+        let refused = offer.clone();
+        let remembered = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut book = read_book(&data_dir)?;
+            if !book.rejected.contains(&refused) {
+                book.rejected.push(refused);
+            }
+            let excess = book.rejected.len().saturating_sub(REMEMBERED_REJECTIONS);
+            book.rejected.drain(..excess);
+            write_book(&data_dir, &book)
+        })
+        .await;
+        if !matches!(remembered, Ok(Ok(()))) {
+            warn!("cannot remember a refused policy offer; it may be fetched again");
+        }
+    }
     warn!(name = %offer.name, version = %offer.version, why, "rejected a policy from the cloud");
     status.update(|s| s.policy_sync = "error".to_owned());
     status.set_error(&format!("policy {} v{}: {why}", offer.name, offer.version));
@@ -251,8 +290,8 @@ async fn verify_offer(
     daemon: &Daemon,
     fetcher: &Fetcher,
     offer: &PolicyRef,
+    version: PolicyVersion,
 ) -> Result<PathBuf, String> {
-    let version = fetch(fetcher, offer).await?;
     if version.name != offer.name || version.version != offer.version {
         return Err(format!(
             "the cloud served {} v{} for an offer of {} v{}",
@@ -324,6 +363,7 @@ mod tests {
                 .contains("policy pending")
         );
         let book = PolicyBook {
+            rejected: Vec::new(),
             accepted: None,
             pending: vec![PendingPolicy {
                 name: "p".into(),

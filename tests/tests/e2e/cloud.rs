@@ -861,6 +861,22 @@ fn a_badly_signed_or_mismatched_policy_is_rejected_audited_and_changes_nothing()
     );
     let status = daemon.conn().ok("cloud.status", json!({}));
     assert_eq!(status["policy_sync"], "error", "{status}");
+
+    // The next welcome names the last (refused) version: it is not fetched and refused again.
+    let connections = peer.connections();
+    peer.disconnect();
+    assert!(peer.wait_until(|s| s.connections() > connections, CATCH_UP));
+    decide(&daemon, "after", 1);
+    assert_peer_has_the_trace(&daemon, &peer);
+    // An offer handled from the welcome takes milliseconds; give one ample time to show up.
+    std::thread::sleep(Duration::from_millis(500));
+    let rejected = audited(&daemon, "cloud_policy_rejected");
+    assert_eq!(
+        rejected.len(),
+        4,
+        "{:?}",
+        rejected.iter().map(|e| &e["details"]).collect::<Vec<_>>()
+    );
 }
 
 #[test]
