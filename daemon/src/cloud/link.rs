@@ -53,9 +53,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A crash loses at most this much progress, which only means those entries are sent again.
 const CURSOR_FLUSH: Duration = Duration::from_secs(5);
 
-/// How long new entries wait to be sent with the ones that follow: a busy trace goes out in
-/// full batches, not one message per decision.
-const LINGER: Duration = Duration::from_millis(20);
+/// How long new entries wait to be sent with the ones that follow. The cloud observes; a fifth of
+/// a second later is nothing to it, while waking to send every 20 ms (as first measured) doubled
+/// the p99 of local decisions on a 2-vCPU machine (docs/benchmarks.md).
+const LINGER: Duration = Duration::from_millis(200);
 
 /// The clock difference the protocol tolerates before `cloud status` reports it.
 const MAX_SKEW_S: i64 = 30;
