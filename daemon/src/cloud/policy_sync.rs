@@ -17,7 +17,6 @@ use atlasbridge_protocol::cloud::messages::PolicyRef;
 use atlasbridge_protocol::cloud::rest::PolicyVersion;
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::methods::PendingPolicy;
-use atlasbridge_protocol::policy::load_str;
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -298,35 +297,13 @@ async fn verify_offer(
             version.name, version.version, offer.name, offer.version
         ));
     }
-    if let Some(key) = &fetcher.server_key
-        && !version.signature_verifies(key)
-    {
-        return Err("the policy's signature does not verify under server_public_key".to_owned());
-    }
     if version.content_hash != offer.content_hash {
         return Err(format!(
             "the served content_hash {} is not the offered {}",
             version.content_hash, offer.content_hash
         ));
     }
-    let label = PathBuf::from(format!("cloud:{}@{}.yaml", offer.name, offer.version));
-    let loaded = load_str(&version.yaml, &label).map_err(|e| {
-        let first = e
-            .errors
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        format!(
-            "the policy is not valid ({} errors; first: {first})",
-            e.errors.len()
-        )
-    })?;
-    if loaded.hash != version.content_hash {
-        return Err(format!(
-            "the policy hashes to {}, not to its content_hash {}",
-            loaded.hash, version.content_hash
-        ));
-    }
+    let loaded = super::registry::check_version(&version, fetcher.server_key.as_ref())?;
     let path = policy_path(daemon.data_dir(), &loaded.hash);
     let yaml = version.yaml.clone();
     let target = path.clone();

@@ -2,13 +2,13 @@
 //! uploading one (`cloud policy push`). Every call carries the current token and honours 429/503
 //! with `Retry-After`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use atlasbridge_protocol::cloud::rest::{PolicyUpload, PolicyVersion};
 use atlasbridge_protocol::methods::{CloudPolicyPullResult, CloudPolicyPushResult};
-use atlasbridge_protocol::policy::load_str;
-use ed25519_dalek::SigningKey;
+use atlasbridge_protocol::policy::{LoadError, LoadedPolicy, load_str};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -82,6 +82,42 @@ async fn call<T: DeserializeOwned, B: serde::Serialize>(
     Err(format!("{url}: still {last} after {ATTEMPTS} attempts"))
 }
 
+/// The checks every version from the cloud passes before anything uses it: the server's
+/// signature (when a key is configured), validity with the local loader, and that the policy's
+/// own hash is its `content_hash` — which binds the YAML the signature does not cover.
+pub(crate) fn check_version(
+    version: &PolicyVersion,
+    server_key: Option<&VerifyingKey>,
+) -> Result<LoadedPolicy, String> {
+    if let Some(key) = server_key
+        && !version.signature_verifies(key)
+    {
+        return Err("the policy's signature does not verify under server_public_key".to_owned());
+    }
+    let label = PathBuf::from(format!("cloud:{}@{}.yaml", version.name, version.version));
+    let loaded = load_str(&version.yaml, &label).map_err(|e| invalid(&e))?;
+    if loaded.hash != version.content_hash {
+        return Err(format!(
+            "the policy hashes to {}, not to its content_hash {}",
+            loaded.hash, version.content_hash
+        ));
+    }
+    Ok(loaded)
+}
+
+/// A policy that does not load, in one line: how many errors, and the first.
+fn invalid(error: &LoadError) -> String {
+    let first = error
+        .errors
+        .first()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    format!(
+        "the policy is not valid ({} errors; first: {first})",
+        error.errors.len()
+    )
+}
+
 /// A path segment with everything but unreserved characters percent-encoded.
 pub(crate) fn encode_segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -97,17 +133,7 @@ pub(crate) fn encode_segment(text: &str) -> String {
 
 /// Uploads `yaml` as a new version of the policy it names, signed by the runtime.
 pub async fn push(client: &RegistryClient, yaml: &str) -> Result<CloudPolicyPushResult, String> {
-    let loaded = load_str(yaml, Path::new("pushed-policy.yaml")).map_err(|e| {
-        let first = e
-            .errors
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        format!(
-            "the policy is not valid ({} errors; first: {first})",
-            e.errors.len()
-        )
-    })?;
+    let loaded = load_str(yaml, Path::new("pushed-policy.yaml")).map_err(|e| invalid(&e))?;
     if loaded.sources.len() > 1 {
         return Err("a pushed policy must be self-contained (no `extends`)".to_owned());
     }
@@ -144,28 +170,7 @@ pub async fn pull(client: &RegistryClient, name: &str) -> Result<CloudPolicyPull
         ),
     )
     .await?;
-    if let Some(key) = &fetcher.server_key
-        && !version.signature_verifies(key)
-    {
-        return Err("the policy's signature does not verify under server_public_key".to_owned());
-    }
-    let loaded = load_str(&version.yaml, Path::new("pulled-policy.yaml")).map_err(|e| {
-        let first = e
-            .errors
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        format!(
-            "the cloud's policy is not valid ({} errors; first: {first})",
-            e.errors.len()
-        )
-    })?;
-    if loaded.hash != version.content_hash {
-        return Err(format!(
-            "the cloud's policy hashes to {}, not to its content_hash {}",
-            loaded.hash, version.content_hash
-        ));
-    }
+    check_version(&version, fetcher.server_key.as_ref())?;
     Ok(CloudPolicyPullResult {
         name: version.name,
         version: version.version,

@@ -384,6 +384,8 @@ fn thread_ticks(pid: u32, prefix: &str) -> u64 {
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
         .filter_map(|stat| {
+            // `pid (comm) state ...`: after the closing parenthesis, utime and stime are the
+            // 12th and 13th fields.
             let (head, rest) = stat.rsplit_once(") ")?;
             if !head.contains(prefix) {
                 return None;
@@ -397,35 +399,7 @@ fn thread_ticks(pid: u32, prefix: &str) -> u64 {
 /// CPU time (utime + stime, in clock ticks) of the daemon's `cloud-uplink` threads and of all
 /// its threads.
 fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let mut uplink = 0;
-    let mut all = 0;
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0, 0);
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ...`: fields after the closing parenthesis, utime and stime are
-        // the 12th and 13th of those.
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = fields
-            .get(11)
-            .and_then(|u| u.parse::<u64>().ok())
-            .unwrap_or(0)
-            + fields
-                .get(12)
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-        all += ticks;
-        if head.contains("(cloud-uplink") {
-            uplink += ticks;
-        }
-    }
-    (uplink, all)
+    (thread_ticks(pid, "(cloud-uplink"), thread_ticks(pid, "("))
 }
 
 /// Clock ticks (100 per second on Linux) over `seconds`, as a percentage of one core.

@@ -200,13 +200,7 @@ fn decide(daemon: &TestDaemon, session: &str, count: usize) {
 }
 
 /// An agent deciding in the background until the returned flag is set.
-fn keep_deciding(
-    daemon: &TestDaemon,
-    session: &str,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<usize>,
-) {
+fn keep_deciding(daemon: &TestDaemon, session: &str) -> Agent {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let socket = daemon.socket();
@@ -226,14 +220,14 @@ fn keep_deciding(
     (stop, agent)
 }
 
-fn stop_deciding(
-    (stop, agent): (
-        std::sync::Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<usize>,
-    ),
-) -> usize {
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    agent.join().unwrap()
+/// A background agent: its stop flag and its thread, which returns how many decisions it made.
+type Agent = (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<usize>,
+);
+
+fn stop_deciding(agent: Agent) -> usize {
+    stop_deciding_allowing_failure(agent).expect("every decision of the agent succeeded")
 }
 
 /// The local chain of `stream`: (seq, entry_hash) of every entry.
@@ -537,12 +531,7 @@ fn a_daemon_restart_resumes_from_the_cursor_without_doubles() {
 }
 
 /// Like [`stop_deciding`], for an agent whose daemon was killed under it.
-fn stop_deciding_allowing_failure(
-    (stop, agent): (
-        std::sync::Arc<std::sync::atomic::AtomicBool>,
-        std::thread::JoinHandle<usize>,
-    ),
-) -> Option<usize> {
+fn stop_deciding_allowing_failure((stop, agent): Agent) -> Option<usize> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     agent.join().ok()
 }
