@@ -209,3 +209,24 @@ pub(crate) fn best_of_three(mut run: impl FnMut()) -> Duration {
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
+
+/// The workspace's root (the benchmark binaries live in its `tests` crate).
+pub(crate) fn workspace() -> PathBuf {
+    let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    tests
+        .parent()
+        .map_or_else(|| tests.clone(), Path::to_path_buf)
+}
+
+/// `12345.6` → `12,346`.
+pub(crate) fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use atlasbridge_e2e::cloud_peer::{CloudPeer, PeerConfig};
 use atlasbridge_protocol::cloud::messages::Stream;
-use bench_support::{Daemon, drive, percentile};
+use bench_support::{Daemon, drive, percentile, thousands, workspace};
 
 struct Settings {
     daemon: PathBuf,
@@ -50,13 +50,6 @@ fn settings() -> Settings {
         }
     }
     settings
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 const POLICY: &str = r#"policy_version: "1"
@@ -123,18 +116,6 @@ fn start(dir: &Path, settings: &Settings, config: &str, peer: Option<&CloudPeer>
 
 fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
-}
-
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn main() {

@@ -39,7 +39,7 @@ use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
 use atlasbridge_protocol::policy::load_file;
 use atlasbridge_protocol::trace::{VerifyOptions, verify_path};
-use bench_support::{Daemon, drive, percentile};
+use bench_support::{Daemon, drive, percentile, thousands, workspace};
 
 struct Settings {
     daemon: PathBuf,
@@ -87,13 +87,6 @@ fn settings() -> Settings {
         }
     }
     settings
-}
-
-fn workspace() -> PathBuf {
-    let tests = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    tests
-        .parent()
-        .map_or_else(|| tests.clone(), Path::to_path_buf)
 }
 
 fn main() {
@@ -698,17 +691,4 @@ fn on_one_cpu<T>(work: impl FnOnce() -> T) -> T {
     let result = work();
     sched_setaffinity(None, &all).unwrap();
     result
-}
-
-/// `12345.6` → `12,346`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
