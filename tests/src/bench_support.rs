@@ -206,6 +206,18 @@ pub(crate) fn best_of_three(mut run: impl FnMut()) -> Duration {
         .unwrap()
 }
 
+/// Runs `work` with this thread, and so every thread and process it starts, on CPU `cpu` only.
+pub(crate) fn on_cpu<T>(cpu: usize, work: impl FnOnce() -> T) -> T {
+    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+    let all = sched_getaffinity(None).unwrap();
+    let mut one = CpuSet::new();
+    one.set(cpu);
+    sched_setaffinity(None, &one).unwrap();
+    let result = work();
+    sched_setaffinity(None, &all).unwrap();
+    result
+}
+
 pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -4,11 +4,13 @@
 //! ```text
 //! cargo build --release --workspace
 //! cargo run --release -p atlasbridge-e2e --bin bench-cloud -- [--daemon PATH] [--seconds S]
-//!     [--entries N]
+//!     [--entries N] [--rounds R] [--skip-backlog]
 //! ```
 //!
 //! - local decision latency (one client, one request in flight, `durability = "fsync"`) with
-//!   the cloud off, with the uplink streaming to a healthy peer, and with the peer killed;
+//!   the cloud off, with the uplink streaming to a healthy peer, and with the peer killed; `R`
+//!   rounds (3) of the three, first with every thread free to run on every CPU, then with the
+//!   peer alone on CPU 1 and the daemon and its client on CPU 0;
 //! - a backlog of `--entries` (1,000,000) trace entries made while the peer is away: the daemon's
 //!   RSS while that far behind, then the time the uplink takes to deliver it once the peer is
 //!   back (entries/s), and the daemon's peak RSS meanwhile.
@@ -32,6 +34,8 @@ struct Settings {
     daemon: PathBuf,
     seconds: f64,
     entries: u64,
+    rounds: usize,
+    backlog: bool,
 }
 
 fn settings() -> Settings {
@@ -39,6 +43,8 @@ fn settings() -> Settings {
         daemon: workspace().join("target/release/atlasbridged"),
         seconds: 5.0,
         entries: 1_000_000,
+        rounds: 3,
+        backlog: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -46,6 +52,8 @@ fn settings() -> Settings {
             "--daemon" => settings.daemon = PathBuf::from(args.next().unwrap()),
             "--seconds" => settings.seconds = args.next().unwrap().parse().unwrap(),
             "--entries" => settings.entries = args.next().unwrap().parse().unwrap(),
+            "--rounds" => settings.rounds = args.next().unwrap().parse().unwrap(),
+            "--skip-backlog" => settings.backlog = false,
             other => panic!("unknown argument {other}; see the source for usage"),
         }
     }
@@ -132,44 +140,168 @@ fn main() {
         work.path().display()
     );
     latency(&settings, work.path(), &policy);
-    backlog(&settings, work.path(), &policy);
+    if settings.backlog {
+        backlog(&settings, work.path(), &policy);
+    }
+}
+
+/// Where the benchmark's threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Daemon, client and peer share every CPU of the machine.
+    Shared,
+    /// Daemon and client on CPU 0, the peer alone on CPU 1: the peer's work no longer competes
+    /// with the daemon's, as for a cloud on another machine; the uplink's still does.
+    Split,
+}
+
+/// One row's figures.
+struct Row {
+    decisions: usize,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+/// The three rows of one round, and the CPU shares measured over its healthy row.
+struct Round {
+    off: Row,
+    healthy: Row,
+    killed: Row,
+    delivered: usize,
+    daemon_cpu: f64,
+    uplink_cpu: f64,
+    peer_cpu: f64,
 }
 
 fn latency(settings: &Settings, work: &Path, policy: &Path) {
+    let mut placements = vec![Placement::Shared];
+    if bench_support::cores() >= 2 {
+        placements.push(Placement::Split);
+    }
+    for placement in placements {
+        println!();
+        match placement {
+            Placement::Shared => println!(
+                "### Local decisions while streaming, all threads on all CPUs (`fsync`, one client, \
+                 one request in flight, {} s per row, {} rounds)",
+                settings.seconds, settings.rounds
+            ),
+            Placement::Split => println!(
+                "### Local decisions while streaming, daemon and client on CPU 0, peer on CPU 1 \
+                 (`fsync`, one client, one request in flight, {} s per row, {} rounds)",
+                settings.seconds, settings.rounds
+            ),
+        }
+        println!();
+        println!("| round | cloud | decisions | decisions/s | p50 | p99 | max |");
+        println!("|---|---|---|---|---|---|---|");
+        let rounds: Vec<Round> = (1..=settings.rounds)
+            .map(|round| {
+                let dir = work.join(format!("{placement:?}-{round}"));
+                let result = match placement {
+                    Placement::Shared => latency_round(settings, &dir, policy, None),
+                    Placement::Split => {
+                        bench_support::on_cpu(0, || latency_round(settings, &dir, policy, Some(1)))
+                    }
+                };
+                for (label, row) in [
+                    ("off (no `[cloud]`)", &result.off),
+                    ("on, peer healthy", &result.healthy),
+                    ("on, peer killed", &result.killed),
+                ] {
+                    println!(
+                        "| {round} | {label} | {} | {} | {} | {} | {} |",
+                        thousands(row.decisions as f64),
+                        thousands(row.rate),
+                        us(row.p50),
+                        us(row.p99),
+                        us(row.max)
+                    );
+                }
+                result
+            })
+            .collect();
+        summarize(&rounds);
+    }
+}
+
+/// The median over the rounds of each row's p99, with its ratio to the `off` row, and the CPU
+/// shares of the healthy rows.
+fn summarize(rounds: &[Round]) {
+    let median_p99 = |pick: fn(&Round) -> &Row| {
+        let mut p99s: Vec<Duration> = rounds.iter().map(|round| pick(round).p99).collect();
+        p99s.sort();
+        p99s[p99s.len() / 2]
+    };
+    let ratios = |pick: fn(&Round) -> &Row| {
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .map(|round| pick(round).p99.as_secs_f64() / round.off.p99.as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    let off = median_p99(|round| &round.off);
     println!();
+    println!("Median p99 over the rounds: off {}", us(off));
+    for (label, pick) in [
+        ("healthy", (|round| &round.healthy) as fn(&Round) -> &Row),
+        ("killed", |round| &round.killed),
+    ] {
+        let each = ratios(pick);
+        println!(
+            "- {label}: {} (×{:.2} off); per round ×{:.2}–×{:.2} the same round's off",
+            us(median_p99(pick)),
+            median_p99(pick).as_secs_f64() / off.as_secs_f64(),
+            each[0],
+            each[each.len() - 1],
+        );
+    }
+    let mean = |pick: fn(&Round) -> f64| rounds.iter().map(pick).sum::<f64>() / rounds.len() as f64;
     println!(
-        "### Local decisions while streaming (`fsync`, one client, one request in flight, {} s per row)",
-        settings.seconds
+        "- over the healthy rows (mean): {} entries reached the peer per row; the daemon used \
+         {:.0}% of one core, its uplink threads {:.1}%, the peer's threads (in this process) \
+         {:.1}% (CPU time from `/proc/<pid>/task/*/stat`).",
+        thousands(mean(|round| round.delivered as f64)),
+        mean(|round| round.daemon_cpu),
+        mean(|round| round.uplink_cpu),
+        mean(|round| round.peer_cpu),
     );
-    println!();
-    println!("| cloud | decisions | decisions/s | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|");
-    let row = |label: &str, daemon: &Daemon, run: usize| {
+}
+
+/// Off, healthy and killed rows with fresh daemons in `dir`; the peer's threads on `peer_cpu`.
+fn latency_round(settings: &Settings, dir: &Path, policy: &Path, peer_cpu: Option<usize>) -> Round {
+    let row = |daemon: &Daemon, run: usize| {
         let mut result = drive(&daemon.socket, Evaluate(run), 1, 1, settings.seconds);
         result.latencies.sort();
         let sorted = &result.latencies;
-        println!(
-            "| {label} | {} | {} | {} | {} | {} |",
-            thousands(sorted.len() as f64),
-            thousands(result.rate()),
-            us(percentile(sorted, 0.5)),
-            us(percentile(sorted, 0.99)),
-            us(*sorted.last().unwrap())
-        );
+        Row {
+            decisions: sorted.len(),
+            rate: result.rate(),
+            p50: percentile(sorted, 0.5),
+            p99: percentile(sorted, 0.99),
+            max: *sorted.last().unwrap(),
+        }
     };
-    {
+    let off = {
         let daemon = start(
-            &work.join("off"),
+            &dir.join("off"),
             settings,
             &config(policy, "fsync", None),
             None,
         );
         drive(&daemon.socket, Evaluate(0), 1, 1, 0.5);
-        row("off (no `[cloud]`)", &daemon, 1);
-    }
-    let peer = remote_peer();
+        row(&daemon, 1)
+    };
+    let peer = CloudPeer::start_with(PeerConfig {
+        nice: Some(19),
+        cpu: peer_cpu,
+        ..PeerConfig::default()
+    });
     let daemon = start(
-        &work.join("linked"),
+        &dir.join("linked"),
         settings,
         &config(policy, "fsync", Some(&peer)),
         Some(&peer),
@@ -179,23 +311,22 @@ fn latency(settings: &Settings, work: &Path, policy: &Path) {
     let (uplink_before, all_before) = cpu_ticks(daemon.pid());
     let peer_before = thread_ticks(std::process::id(), "(cloud-peer");
     let timed = Instant::now();
-    row("on, peer healthy (streaming each decision)", &daemon, 1);
+    let healthy = row(&daemon, 1);
     let (uplink_after, all_after) = cpu_ticks(daemon.pid());
     let peer_after = thread_ticks(std::process::id(), "(cloud-peer");
     let seconds = timed.elapsed().as_secs_f64();
     let delivered = peer.entry_count(Stream::Trace);
     peer.stop();
-    row("on, peer killed (reconnecting with backoff)", &daemon, 2);
-    println!();
-    println!(
-        "With the peer healthy it had received {} entries by the end of its row. Over that row \
-         the daemon used {:.0}% of one core, its uplink threads {:.1}%, and the peer's threads \
-         (in this process) {:.1}% (CPU time from `/proc/<pid>/task/*/stat`).",
-        thousands(delivered as f64),
-        ticks_percent(all_after - all_before, seconds),
-        ticks_percent(uplink_after - uplink_before, seconds),
-        ticks_percent(peer_after - peer_before, seconds),
-    );
+    let killed = row(&daemon, 2);
+    Round {
+        off,
+        healthy,
+        killed,
+        delivered,
+        daemon_cpu: ticks_percent(all_after - all_before, seconds),
+        uplink_cpu: ticks_percent(uplink_after - uplink_before, seconds),
+        peer_cpu: ticks_percent(peer_after - peer_before, seconds),
+    }
 }
 
 /// The peer, on the lowest CPU priority: it stands in for a cloud on another machine, whose work

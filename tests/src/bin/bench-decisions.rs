@@ -560,7 +560,7 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
     // The same one-client round trips with the daemon and the client on one CPU: no wake-up has
     // to cross to another (virtual) CPU, so what is left is the work of the two processes.
     let one_cpu = settings.only.is_none().then(|| {
-        on_one_cpu(|| {
+        bench_support::on_cpu(0, || {
             let dir = work.join("socket-one-cpu");
             std::fs::create_dir_all(&dir).unwrap();
             let config = format!(
@@ -681,14 +681,3 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
     }
 }
 
-/// Runs `work` with this thread, and so every thread and process it starts, on CPU 0 only.
-fn on_one_cpu<T>(work: impl FnOnce() -> T) -> T {
-    use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
-    let all = sched_getaffinity(None).unwrap();
-    let mut first = CpuSet::new();
-    first.set(0);
-    sched_setaffinity(None, &first).unwrap();
-    let result = work();
-    sched_setaffinity(None, &all).unwrap();
-    result
-}

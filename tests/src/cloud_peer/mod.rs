@@ -58,6 +58,9 @@ pub struct PeerConfig {
     /// A nice value for the peer's threads (Linux). Benchmarks set one: the peer stands in for a
     /// cloud on another machine, so its CPU should not be charged to the daemon under test.
     pub nice: Option<i32>,
+    /// A CPU for the peer's threads (Linux), so that a benchmark can keep the peer off the
+    /// daemon's CPUs, as a cloud on another machine would be.
+    pub cpu: Option<usize>,
 }
 
 impl Default for PeerConfig {
@@ -67,6 +70,7 @@ impl Default for PeerConfig {
             org_id: "org-test".to_owned(),
             token_lifetime_s: 3600,
             nice: None,
+            cpu: None,
         }
     }
 }
@@ -283,6 +287,7 @@ impl CloudPeer {
     #[allow(clippy::expect_used)] // Setup: a fixture that cannot start fails the test.
     pub fn start_with(config: PeerConfig) -> Self {
         let nice = config.nice;
+        let cpu = config.cpu;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cloud-peer")
@@ -291,6 +296,13 @@ impl CloudPeer {
                 if let Some(nice) = nice {
                     // Per thread on Linux; best effort.
                     let _ = rustix::process::setpriority_process(None, nice);
+                }
+                #[cfg(target_os = "linux")]
+                if let Some(cpu) = cpu {
+                    let mut only = rustix::thread::CpuSet::new();
+                    only.set(cpu);
+                    // Per thread; best effort, like the nice value.
+                    let _ = rustix::thread::sched_setaffinity(None, &only);
                 }
             })
             .enable_all()
