@@ -259,6 +259,11 @@ fn summarize(rounds: &[Round]) {
             each[each.len() - 1],
         );
     }
+    let killed = median_p99(|round| &round.killed);
+    println!(
+        "- healthy against killed (the issue's comparison): ×{:.2} of the medians",
+        median_p99(|round| &round.healthy).as_secs_f64() / killed.as_secs_f64()
+    );
     let mean = |pick: fn(&Round) -> f64| rounds.iter().map(pick).sum::<f64>() / rounds.len() as f64;
     println!(
         "- over the healthy rows (mean): {} entries reached the peer per row; the daemon used \
