@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::LogFormat;
 use crate::ipc::{server, socket};
 use crate::lifecycle;
+use crate::service_notify::{self, ServiceNotifier};
 use crate::state::{Daemon, Settings, StartOptions};
 
 /// Exit status for an unusable config, edition or flag (EX_CONFIG): systemd units list it in
@@ -136,9 +137,28 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
     ));
     // Off by default: then this starts nothing and the daemon opens no network socket.
     let uplink = crate::cloud::start(&daemon);
-    let signals = tokio::spawn(crate::signals::watch(Arc::clone(&daemon)));
+    let notifier = Arc::new(ServiceNotifier::from_environment());
+    let signals = tokio::spawn(crate::signals::watch(
+        Arc::clone(&daemon),
+        Arc::clone(&notifier),
+    ));
+    // Pinged from this runtime, so a wedged runtime stops the pings and systemd restarts us.
+    let watchdog = service_notify::watchdog_interval()
+        .filter(|_| notifier.is_active())
+        .map(|interval| {
+            let notifier = Arc::clone(&notifier);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                loop {
+                    ticks.tick().await;
+                    notifier.watchdog();
+                }
+            })
+        });
     let tracker = TaskTracker::new();
+    notifier.ready(&format!("listening on {}", daemon.socket().display()));
     server::accept_loop(listener, Arc::clone(&daemon), tracker.clone()).await;
+    notifier.stopping("finishing in-flight requests");
 
     tracker.close();
     let grace = settings.config.daemon.shutdown_timeout;
@@ -157,6 +177,9 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
     }
     lifecycle::shutdown_stores(&daemon, writer_threads, "stop requested").await;
     signals.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     info!("atlasbridged stopped");
     Ok(())
 }

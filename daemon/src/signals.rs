@@ -6,6 +6,7 @@ use std::sync::Arc;
 use atlasbridge_protocol::paths::ProcessEnvironment;
 use tracing::{error, info, warn};
 
+use crate::service_notify::ServiceNotifier;
 use crate::state::Daemon;
 
 /// Exit status when a second stop signal cuts the drain short (128 + SIGINT, as shells do).
@@ -13,7 +14,7 @@ pub const FORCED_EXIT_CODE: i32 = 130;
 
 /// Watches signals until the process exits.
 #[cfg(unix)]
-pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
+pub async fn watch(daemon: Arc<Daemon>, notifier: Arc<ServiceNotifier>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let mut terminate = signal(SignalKind::terminate())?;
@@ -28,6 +29,7 @@ pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
             _ = hangup.recv() => {
+                notifier.reloading();
                 reload(&daemon);
                 let _ = crate::lifecycle::load_policy(
                     &daemon,
@@ -35,6 +37,7 @@ pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
                     crate::audit::Actor::Signal("SIGHUP"),
                 )
                 .await;
+                notifier.ready("reloaded");
                 continue;
             }
         };
@@ -53,7 +56,7 @@ pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
 
 /// Ctrl-C only, where Unix signals do not exist.
 #[cfg(not(unix))]
-pub async fn watch(daemon: Arc<Daemon>) -> std::io::Result<()> {
+pub async fn watch(daemon: Arc<Daemon>, _notifier: Arc<ServiceNotifier>) -> std::io::Result<()> {
     tokio::signal::ctrl_c().await?;
     info!("stopping: finishing in-flight requests");
     daemon.request_shutdown();
