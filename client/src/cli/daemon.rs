@@ -173,7 +173,7 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// `$ATLASBRIDGE_DAEMON_BIN`, else `atlasbridged` next to this executable, else on `PATH`.
-fn daemon_binary() -> PathBuf {
+pub(super) fn daemon_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os(DAEMON_BIN_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(bin);
     }

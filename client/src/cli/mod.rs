@@ -17,6 +17,7 @@ mod migrate;
 mod output;
 mod policy;
 mod risk;
+mod service;
 mod session;
 mod trace;
 pub use autopilot::AutopilotCommand;
@@ -25,6 +26,7 @@ pub use decide::DecideArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
+pub use service::{ServiceArgs, ServiceCommand};
 pub use session::SessionCommand;
 pub use trace::{AuditCommand, CheckpointCommand, TraceCommand};
 
@@ -101,6 +103,10 @@ pub enum Command {
     /// The uplink to the governance cloud: status.
     #[command(subcommand)]
     Cloud(CloudCommand),
+    /// Run the daemon as a login service (systemd user unit, launchd agent): install,
+    /// uninstall, status.
+    #[command(subcommand)]
+    Service(ServiceCommand),
 }
 
 /// What a command needs from the global options.
@@ -171,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Autopilot(command) => autopilot::run(&ctx, command),
         Command::Session(command) => session::run(&ctx, command),
         Command::Cloud(command) => cloud::run(&ctx, command),
+        Command::Service(command) => service::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ mod pinning;
 mod policy_cli;
 mod protocol_lines;
 mod risk;
+mod service;
 mod sessions;
 mod support;
 mod trace;
