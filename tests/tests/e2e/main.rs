@@ -14,6 +14,7 @@ mod lifecycle;
 mod pinning;
 mod policy_cli;
 mod protocol_lines;
+mod readme;
 mod risk;
 mod service;
 mod sessions;
