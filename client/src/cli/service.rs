@@ -5,6 +5,7 @@
 //! Every action is first a [`Plan`] — files to write or remove and commands to run — so that
 //! `--dry-run` prints exactly what would happen and tests can check it without a service manager.
 
+mod system;
 mod units;
 
 use std::path::{Path, PathBuf};
@@ -25,7 +26,11 @@ pub enum ServiceCommand {
     /// Stop and disable the service and remove its file (the data directory stays).
     Uninstall(ServiceArgs),
     /// Whether the service is installed, enabled and running.
-    Status,
+    Status {
+        /// The system-wide service (`install --system`) instead of this user's.
+        #[arg(long)]
+        system: bool,
+    },
 }
 
 /// Options of `install` and `uninstall`.
@@ -34,10 +39,26 @@ pub struct ServiceArgs {
     /// Print the files and the commands instead of writing and running them.
     #[arg(long)]
     pub dry_run: bool,
-    /// The system-wide setup of the threat model (Linux, as root): not available yet, it needs
-    /// local roles for the agents' users.
+    /// The system-wide setup of the threat model (Linux, as root): the daemon under its own
+    /// `atlasbridge` account, agents reaching it only through the socket, with roles.
     #[arg(long)]
     pub system: bool,
+    /// With --system: the group whose members may open the socket.
+    #[arg(
+        long,
+        value_name = "GROUP",
+        default_value = "atlasbridge-agents",
+        requires = "system"
+    )]
+    pub socket_group: String,
+    /// With --system: an agent's account and its role (viewer, operator, admin; default
+    /// operator). It joins the socket group. Repeat for each agent.
+    #[arg(long, value_name = "USER[=ROLE]", requires = "system")]
+    pub agent: Vec<String>,
+    /// With --system: the root of the system to install into (an image being built); the
+    /// service is enabled there, not started.
+    #[arg(long, value_name = "DIR", requires = "system")]
+    pub root: Option<PathBuf>,
     /// The daemon binary to run [default: atlasbridged next to this atlasbridge, else
     /// $ATLASBRIDGE_DAEMON_BIN].
     #[arg(long, value_name = "PATH")]
@@ -51,14 +72,27 @@ pub struct ServiceArgs {
 #[derive(Debug, Serialize)]
 struct PlannedFile {
     path: PathBuf,
-    mode: String,
+    #[serde(serialize_with = "octal")]
+    mode: u32,
     content: String,
+}
+
+/// A directory the plan creates (with its parents) when it is missing.
+#[derive(Debug, Serialize)]
+struct PlannedDirectory {
+    path: PathBuf,
+    #[serde(serialize_with = "octal")]
+    mode: u32,
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{mode:04o}"))
 }
 
 /// What an install or uninstall does, in order: directories, files, removals, commands.
 #[derive(Debug, Default, Serialize)]
 struct Plan {
-    directories: Vec<PathBuf>,
+    directories: Vec<PlannedDirectory>,
     files: Vec<PlannedFile>,
     remove: Vec<PathBuf>,
     commands: Vec<Vec<String>>,
@@ -69,6 +103,21 @@ struct Plan {
 }
 
 impl Plan {
+    fn directory(&mut self, path: &Path, mode: u32) {
+        self.directories.push(PlannedDirectory {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+
+    fn file(&mut self, path: PathBuf, mode: u32, content: String) {
+        self.files.push(PlannedFile {
+            path,
+            mode,
+            content,
+        });
+    }
+
     fn command(&mut self, words: &[&str]) {
         self.commands
             .push(words.iter().map(|w| (*w).to_owned()).collect());
@@ -93,6 +142,14 @@ struct Installation {
 
 pub(super) fn run(ctx: &Context, command: &ServiceCommand) -> Result<ExitCode, CliError> {
     match command {
+        ServiceCommand::Install(args) if args.system => {
+            let plan = system::install_plan(&system_installation(args)?, !args.no_start)?;
+            carry_out(ctx, &plan, args.dry_run)
+        }
+        ServiceCommand::Uninstall(args) if args.system => {
+            let plan = system::uninstall_plan(&system_installation(args)?)?;
+            carry_out(ctx, &plan, args.dry_run)
+        }
         ServiceCommand::Install(args) => {
             let installation = installation(args)?;
             let plan = install_plan(&installation, !args.no_start)?;
@@ -103,23 +160,45 @@ pub(super) fn run(ctx: &Context, command: &ServiceCommand) -> Result<ExitCode, C
             let plan = uninstall_plan(&installation)?;
             carry_out(ctx, &plan, args.dry_run)
         }
-        ServiceCommand::Status => status(ctx),
+        ServiceCommand::Status { system } => status(ctx, *system),
     }
 }
 
-fn installation(args: &ServiceArgs) -> Result<Installation, CliError> {
-    if args.system {
-        return Err(CliError::Failed(
-            "--system is not available yet: the system-wide setup runs the daemon as its own \
-             user, and agents under other users can only reach its socket once local roles \
-             (the `rbac` feature) exist; use the user service meanwhile (docs/operations.md)"
-                .to_owned(),
-        ));
+fn system_installation(args: &ServiceArgs) -> Result<system::SystemInstallation, CliError> {
+    if !cfg!(target_os = "linux") {
+        return Err(CliError::Failed(format!(
+            "--system is for Linux with systemd; on {} use the user service",
+            std::env::consts::OS
+        )));
     }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .ok_or_else(|| CliError::Failed("HOME is not set".to_owned()))?;
+    let agents = args
+        .agent
+        .iter()
+        .map(|agent| system::parse_agent(agent))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::Failed)?;
+    if args.socket_group.is_empty() || args.socket_group.contains([':', '\n', ' ']) {
+        return Err(CliError::Failed(format!(
+            "--socket-group {:?}: not a group name",
+            args.socket_group
+        )));
+    }
+    Ok(system::SystemInstallation {
+        daemon: daemon_path(args)?,
+        socket_group: args.socket_group.clone(),
+        agents,
+        root: args
+            .root
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| CliError::Failed(format!("--root: {e}")))?,
+        dry_run: args.dry_run,
+    })
+}
+
+/// `--daemon`, else the `atlasbridged` next to this binary: absolute, an existing file.
+fn daemon_path(args: &ServiceArgs) -> Result<PathBuf, CliError> {
     let daemon = match &args.daemon {
         Some(path) => std::path::absolute(path)
             .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?,
@@ -132,7 +211,15 @@ fn installation(args: &ServiceArgs) -> Result<Installation, CliError> {
             daemon.display()
         )));
     }
-    let daemon = daemon.canonicalize().unwrap_or(daemon);
+    Ok(daemon.canonicalize().unwrap_or(daemon))
+}
+
+fn installation(args: &ServiceArgs) -> Result<Installation, CliError> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| CliError::Failed("HOME is not set".to_owned()))?;
+    let daemon = daemon_path(args)?;
     let data_dir =
         paths::data_dir(None, &ProcessEnvironment).map_err(|e| CliError::Failed(e.to_string()))?;
     Ok(Installation {
@@ -207,15 +294,11 @@ fn systemd_install_plan(installation: &Installation, start: bool) -> Result<Plan
     );
     let path = systemd_unit_path(installation);
     let mut plan = Plan::default();
-    plan.directories.push(installation.data_dir.clone());
+    plan.directory(&installation.data_dir, 0o700);
     if let Some(parent) = path.parent() {
-        plan.directories.push(parent.to_path_buf());
+        plan.directory(parent, 0o700);
     }
-    plan.files.push(PlannedFile {
-        path: path.clone(),
-        mode: "0644".to_owned(),
-        content: unit,
-    });
+    plan.file(path.clone(), 0o644, unit);
     plan.command(&["systemctl", "--user", "daemon-reload"]);
     if start {
         plan.command(&[
@@ -273,18 +356,18 @@ fn launchd_install_plan(installation: &Installation, start: bool) -> Plan {
     let domain = format!("gui/{}", installation.uid);
     let service = format!("{domain}/{}", units::LAUNCHD_LABEL);
     let mut plan = Plan::default();
-    plan.directories.push(log_dir);
+    plan.directory(&log_dir, 0o700);
     if let Some(parent) = path.parent() {
-        plan.directories.push(parent.to_path_buf());
+        plan.directory(parent, 0o700);
     }
-    plan.files.push(PlannedFile {
-        path: path.clone(),
-        mode: "0644".to_owned(),
-        content: units::launchd_agent(
+    plan.file(
+        path.clone(),
+        0o644,
+        units::launchd_agent(
             &installation.daemon.to_string_lossy(),
             &log_file.to_string_lossy(),
         ),
-    });
+    );
     // A previous version of the agent must go before the new one can be bootstrapped.
     plan.tolerated_command(&["launchctl", "bootout", &service]);
     plan.command(&["launchctl", "enable", &service]);
@@ -334,10 +417,10 @@ fn carry_out(ctx: &Context, plan: &Plan, dry_run: bool) -> Result<ExitCode, CliE
             }));
         } else {
             for dir in &plan.directories {
-                println!("# mkdir -p -m 0700 {}", dir.display());
+                println!("# mkdir -p -m {:04o} {}", dir.mode, dir.path.display());
             }
             for file in &plan.files {
-                println!("# write {} (mode {}):", file.path.display(), file.mode);
+                println!("# write {} (mode {:04o}):", file.path.display(), file.mode);
                 print!("{}", file.content);
             }
             for path in &plan.remove {
@@ -350,10 +433,10 @@ fn carry_out(ctx: &Context, plan: &Plan, dry_run: bool) -> Result<ExitCode, CliE
         return Ok(ExitCode::SUCCESS);
     }
     for dir in &plan.directories {
-        create_dir(dir)?;
+        create_dir(&dir.path, dir.mode)?;
     }
     for file in &plan.files {
-        write_file(&file.path, &file.content)?;
+        write_file(&file.path, &file.content, file.mode)?;
     }
     for path in &plan.remove {
         match std::fs::remove_file(path) {
@@ -390,18 +473,20 @@ fn carry_out(ctx: &Context, plan: &Plan, dry_run: bool) -> Result<ExitCode, CliE
     Ok(ExitCode::SUCCESS)
 }
 
-fn create_dir(dir: &Path) -> Result<(), CliError> {
+fn create_dir(dir: &Path, mode: u32) -> Result<(), CliError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
     builder
         .create(dir)
         .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))
 }
 
 /// Writes through a temporary file and a rename, so a half-written unit is never loaded.
-fn write_file(path: &Path, content: &str) -> Result<(), CliError> {
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), CliError> {
     let failed =
         |e: std::io::Error| CliError::Failed(format!("cannot write {}: {e}", path.display()));
     let temporary = path.with_extension("tmp");
@@ -409,9 +494,11 @@ fn write_file(path: &Path, content: &str) -> Result<(), CliError> {
     #[cfg(unix)]
     std::fs::set_permissions(
         &temporary,
-        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
     )
     .map_err(failed)?;
+    #[cfg(not(unix))]
+    let _ = mode;
     std::fs::rename(&temporary, path).map_err(failed)
 }
 
@@ -436,10 +523,13 @@ fn run_command(words: &[String]) -> Result<(), String> {
 }
 
 /// Installed, enabled, running — from the service manager, and whether the socket answers.
-fn status(ctx: &Context) -> Result<ExitCode, CliError> {
+fn status(ctx: &Context, system: bool) -> Result<ExitCode, CliError> {
     let args = ServiceArgs {
         dry_run: true,
         system: false,
+        socket_group: String::new(),
+        agent: Vec::new(),
+        root: None,
         daemon: None,
         no_start: false,
     };
@@ -453,7 +543,21 @@ fn status(ctx: &Context) -> Result<ExitCode, CliError> {
         config_home: std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from),
         uid: current_uid(),
     });
-    let (file, manager) = if cfg!(target_os = "macos") {
+    let systemctl = |what: &str| {
+        let mut words = vec!["systemctl"];
+        if !system {
+            words.push("--user");
+        }
+        words.extend([what, units::SYSTEMD_UNIT_NAME]);
+        query(&words)
+    };
+    let (file, manager) = if system {
+        (
+            PathBuf::from("/etc/systemd/system").join(units::SYSTEMD_UNIT_NAME),
+            systemctl("is-enabled")
+                .and_then(|enabled| systemctl("is-active").map(|a| format!("{enabled}, {a}"))),
+        )
+    } else if cfg!(target_os = "macos") {
         let service = format!("gui/{}/{}", installation.uid, units::LAUNCHD_LABEL);
         (
             launchd_plist_path(&installation),
@@ -479,7 +583,16 @@ fn status(ctx: &Context) -> Result<ExitCode, CliError> {
         )
     };
     let installed = file.is_file();
-    let answering = ctx.connect().and_then(|mut c| c.status()).is_ok();
+    // The system service's socket, unless the user named one.
+    let socket =
+        if system && ctx.socket_flag.is_none() && std::env::var_os(paths::SOCKET_ENV).is_none() {
+            PathBuf::from(units::SYSTEM_SOCKET)
+        } else {
+            ctx.socket.clone()
+        };
+    let answering = crate::blocking::Client::connect(&socket)
+        .and_then(|mut c| c.status())
+        .is_ok();
     if ctx.out.is_json() {
         ctx.out.json(&serde_json::json!({
             "installed": installed,
@@ -487,7 +600,7 @@ fn status(ctx: &Context) -> Result<ExitCode, CliError> {
             "manager": manager.as_ref().ok(),
             "manager_error": manager.as_ref().err(),
             "answering": answering,
-            "socket": ctx.socket,
+            "socket": socket,
         }));
     } else {
         super::output::print_fields(&[
@@ -509,9 +622,9 @@ fn status(ctx: &Context) -> Result<ExitCode, CliError> {
             (
                 "daemon",
                 if answering {
-                    format!("answering on {}", ctx.socket.display())
+                    format!("answering on {}", socket.display())
                 } else {
-                    format!("not answering on {}", ctx.socket.display())
+                    format!("not answering on {}", socket.display())
                 },
             ),
         ]);

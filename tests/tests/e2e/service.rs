@@ -210,9 +210,283 @@ fn bad_requests_say_what_to_do() {
     ]);
     out.assert_code(1);
     assert!(out.stderr.contains("--daemon PATH"), "{}", out.stderr);
-    let out = daemon.cli(&["service", "install", "--system", "--dry-run"]);
+    let out = daemon.cli(&[
+        "service",
+        "install",
+        "--system",
+        "--dry-run",
+        "--agent",
+        "x=owner",
+        "--daemon",
+        DAEMON,
+    ]);
     out.assert_code(1);
-    assert!(out.stderr.contains("rbac"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("viewer, operator, admin"),
+        "{}",
+        out.stderr
+    );
+    // The system options need --system.
+    daemon
+        .cli(&["service", "install", "--dry-run", "--agent", "alice"])
+        .assert_code(2);
+}
+
+/// A system root in the sandbox with `alice` and `bob` but neither the daemon's account nor
+/// the socket group, and fake shadow tools and systemctl recording their arguments.
+fn system_root(daemon: &TestDaemon) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let root = daemon.sandbox.path("sysroot");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/sh\nbob:x:1002:1002::/home/bob:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nalice:x:1001:\n").unwrap();
+    let (path, calls) = fake_systemctl(daemon, None);
+    let bin = daemon.sandbox.path("fake-bin");
+    for tool in ["groupadd", "useradd", "usermod"] {
+        let script = bin.join(tool);
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho {tool} \"$@\" >> {}\n", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (root, path, calls)
+}
+
+#[test]
+fn system_install_dry_run_shows_accounts_config_and_a_hardened_unit() {
+    let daemon = sandbox_cli();
+    let (root, path, calls) = system_root(&daemon);
+    let root_text = root.display().to_string();
+    let out = daemon.cli_with(
+        &[
+            "--json",
+            "service",
+            "install",
+            "--system",
+            "--dry-run",
+            "--root",
+            &root_text,
+            "--agent",
+            "alice",
+            "--agent",
+            "bob=viewer",
+            "--daemon",
+            DAEMON,
+        ],
+        &[("PATH", &path)],
+    );
+    out.assert_code(0);
+    let plan = out.json();
+    let commands: Vec<String> = plan["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c.as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        commands,
+        vec![
+            format!("groupadd --root {root_text} --system atlasbridge-agents"),
+            format!(
+                "useradd --root {root_text} --system --user-group --home-dir /var/lib/atlasbridge \
+                 --no-create-home --shell /usr/sbin/nologin --comment AtlasBridge governance daemon \
+                 atlasbridge"
+            ),
+            format!("usermod --root {root_text} --append --groups atlasbridge-agents alice"),
+            format!("usermod --root {root_text} --append --groups atlasbridge-agents bob"),
+            format!("systemctl --root={root_text} enable atlasbridged.service"),
+        ]
+    );
+    let files = plan["files"].as_array().unwrap();
+    let config = &files[0];
+    assert_eq!(
+        config["path"],
+        root.join("etc/atlasbridge/config.toml")
+            .display()
+            .to_string()
+    );
+    let config_text = config["content"].as_str().unwrap();
+    assert!(config_text.contains("rbac = true"));
+    assert!(config_text.contains("socket_group = \"atlasbridge-agents\""));
+    assert!(
+        config_text.contains("[roles.users]\n\"alice\" = \"operator\"\n\"bob\" = \"viewer\"\n")
+    );
+    let unit = files[1]["content"].as_str().unwrap();
+    for line in [
+        "User=atlasbridge\n",
+        "SupplementaryGroups=atlasbridge-agents\n",
+        "Environment=ATLASBRIDGE_SOCKET=/run/atlasbridge/atlasbridged.sock\n",
+        "StateDirectoryMode=0700\n",
+        "RuntimeDirectoryMode=0750\n",
+        "ProtectHome=yes\n",
+        "CapabilityBoundingSet=\n",
+        "WantedBy=multi-user.target\n",
+    ] {
+        assert!(unit.contains(line), "{line:?} missing from\n{unit}");
+    }
+    assert!(!root.join("etc/systemd").exists(), "a dry run wrote files");
+    assert!(!calls.exists(), "a dry run ran commands");
+
+    // Unknown agents are refused before anything happens.
+    let out = daemon.cli_with(
+        &[
+            "service",
+            "install",
+            "--system",
+            "--dry-run",
+            "--root",
+            &root_text,
+            "--agent",
+            "mallory",
+            "--daemon",
+            DAEMON,
+        ],
+        &[("PATH", &path)],
+    );
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("--agent mallory: no such user"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_generated_system_unit_passes_systemd_analyze_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    }
+    let daemon = sandbox_cli();
+    let (root, path, _) = system_root(&daemon);
+    let out = daemon.cli_with(
+        &[
+            "--json",
+            "service",
+            "install",
+            "--system",
+            "--dry-run",
+            "--root",
+            &root.display().to_string(),
+            "--daemon",
+            DAEMON,
+        ],
+        &[("PATH", &path)],
+    );
+    out.assert_code(0);
+    let unit = out.json()["files"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let file = daemon.sandbox.path("verify/atlasbridged.service");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !stderr.contains("atlasbridged.service"),
+        "systemd-analyze verify: {}\n{stderr}",
+        verify.status
+    );
+}
+
+#[test]
+fn system_install_into_a_root_writes_the_files_and_runs_the_tools() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: --system needs root");
+        return;
+    }
+    let daemon = sandbox_cli();
+    let (root, path, calls) = system_root(&daemon);
+    let root_text = root.display().to_string();
+    let out = daemon.cli_with(
+        &[
+            "service", "install", "--system", "--root", &root_text, "--agent", "alice", "--daemon",
+            DAEMON,
+        ],
+        &[("PATH", &path)],
+    );
+    if out.code == 1 && out.stderr.contains("someone other than root could replace") {
+        eprintln!(
+            "skipped: the test binaries are not root-owned here: {}",
+            out.stderr
+        );
+        return;
+    }
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("ATLASBRIDGE_SOCKET=/run/atlasbridge/atlasbridged.sock")
+    );
+    let config = root.join("etc/atlasbridge/config.toml");
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains("\"alice\" = \"operator\"")
+    );
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let unit = root.join("etc/systemd/system/atlasbridged.service");
+    assert!(
+        std::fs::read_to_string(&unit)
+            .unwrap()
+            .contains("User=atlasbridge")
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        log.starts_with(&format!(
+            "groupadd --root {root_text} --system atlasbridge-agents\n"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.ends_with(&format!("--root={root_text} enable atlasbridged.service\n")),
+        "{log}"
+    );
+
+    // A changed config is kept, and the note says what to merge.
+    std::fs::write(&config, "# mine\n").unwrap();
+    let out = daemon.cli_with(
+        &[
+            "service", "install", "--system", "--root", &root_text, "--agent", "alice", "--daemon",
+            DAEMON,
+        ],
+        &[("PATH", &path)],
+    );
+    out.assert_code(0);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# mine\n");
+    assert!(out.stdout.contains("kept the existing"), "{}", out.stdout);
+
+    let out = daemon.cli_with(
+        &["service", "uninstall", "--system", "--root", &root_text],
+        &[("PATH", &path)],
+    );
+    out.assert_code(0);
+    assert!(!unit.exists());
+    assert!(config.exists(), "the config stays");
+    assert!(out.stdout.contains("userdel atlasbridge"), "{}", out.stdout);
 }
 
 #[test]

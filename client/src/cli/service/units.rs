@@ -72,6 +72,133 @@ WantedBy=default.target
     )
 }
 
+/// Where the system-wide service keeps things (fixed: the unit's directories create them).
+pub(crate) const SYSTEM_SOCKET: &str = "/run/atlasbridge/atlasbridged.sock";
+/// The system service's data directory (its `StateDirectory`).
+pub(crate) const SYSTEM_DATA_DIR: &str = "/var/lib/atlasbridge";
+/// The system service's config file (in its `ConfigurationDirectory`).
+pub(crate) const SYSTEM_CONFIG: &str = "/etc/atlasbridge/config.toml";
+/// The account the system service runs as.
+pub(crate) const SYSTEM_USER: &str = "atlasbridge";
+
+/// A systemd system unit running `daemon` as its own user, the socket reachable by members of
+/// `socket_group` only, the data directory and keys reachable by nobody else.
+pub(crate) fn systemd_system_unit(daemon: &str, socket_group: &str) -> String {
+    format!(
+        "\
+# AtlasBridge governance daemon, system-wide: its own user owns the data directory and the
+# keys; agents reach it only through the socket, as members of {socket_group}, with the
+# roles of /etc/atlasbridge/config.toml. Written by `atlasbridge service install --system`.
+[Unit]
+Description=AtlasBridge governance daemon (system)
+Documentation=https://github.com/atlasbridge/atlasbridge/blob/main/docs/operations.md
+
+[Service]
+Type=notify
+NotifyAccess=main
+User={SYSTEM_USER}
+Group={SYSTEM_USER}
+# The socket's group: the daemon hands the socket to it (0660, directory 0750).
+SupplementaryGroups={socket_group}
+ExecStart={daemon}
+ExecReload=/bin/kill -HUP $MAINPID
+Environment=ATLASBRIDGE_SOCKET={SYSTEM_SOCKET}
+Environment=ATLASBRIDGE_DATA_DIR={SYSTEM_DATA_DIR}
+Environment=ATLASBRIDGE_CONFIG={SYSTEM_CONFIG}
+Restart=on-failure
+RestartSec=2s
+RestartPreventExitStatus=78
+TimeoutStopSec=30s
+WatchdogSec=30s
+RuntimeDirectory=atlasbridge
+RuntimeDirectoryMode=0750
+StateDirectory=atlasbridge
+StateDirectoryMode=0700
+ConfigurationDirectory=atlasbridge
+ConfigurationDirectoryMode=0755
+UMask=0077
+
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+# AF_UNIX for the socket; AF_INET/AF_INET6 only for the cloud uplink, which is off by default.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+RemoveIPC=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+/// The system service's config: roles on, the socket handed to `socket_group`, and the role of
+/// each agent account and group.
+pub(crate) fn system_config(
+    socket_group: &str,
+    users: &[(String, String)],
+    groups: &[(String, String)],
+) -> String {
+    let mut text = format!(
+        "\
+# atlasbridged, system-wide (written by `atlasbridge service install --system`).
+# Every key: https://github.com/atlasbridge/atlasbridge/blob/main/docs/configuration.md
+
+[features]
+# Roles for the agents' accounts: without it only the daemon's own user may connect.
+rbac = true
+
+[roles]
+# Members of this group may open the socket; what they may do is their role below.
+socket_group = {}
+",
+        toml_string(socket_group)
+    );
+    text.push_str("\n[roles.users]\n");
+    for (user, role) in users {
+        text.push_str(&format!("{} = {}\n", toml_string(user), toml_string(role)));
+    }
+    text.push_str("\n[roles.groups]\n");
+    for (group, role) in groups {
+        text.push_str(&format!("{} = {}\n", toml_string(group), toml_string(role)));
+    }
+    text
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// A launchd agent running `daemon` at login, restarted when it fails, logging to `log_file`.
 pub(crate) fn launchd_agent(daemon: &str, log_file: &str) -> String {
     let daemon = xml_escape(daemon);
