@@ -95,7 +95,24 @@ fn database(path: &Path) -> Result<Vec<(String, String)>, CliError> {
         .collect())
 }
 
+fn is_root() -> bool {
+    #[cfg(unix)]
+    {
+        rustix::process::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+#[cfg(not(unix))]
+fn check_binary_is_root_owned(_daemon: &Path) -> Result<(), String> {
+    Ok(())
+}
+
 /// Refuses a daemon binary that anyone but root could replace: the service would run it.
+#[cfg(unix)]
 fn check_binary_is_root_owned(daemon: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let mut path = Some(daemon);
@@ -124,7 +141,7 @@ pub(super) fn install_plan(
     installation: &SystemInstallation,
     start: bool,
 ) -> Result<Plan, CliError> {
-    if !installation.dry_run && !rustix::process::geteuid().is_root() {
+    if !installation.dry_run && !is_root() {
         return Err(CliError::Failed(
             "--system changes accounts and system files: run it as root (sudo), or add \
              --dry-run to see what it would do"
@@ -261,7 +278,7 @@ pub(super) fn install_plan(
 }
 
 pub(super) fn uninstall_plan(installation: &SystemInstallation) -> Result<Plan, CliError> {
-    if !installation.dry_run && !rustix::process::geteuid().is_root() {
+    if !installation.dry_run && !is_root() {
         return Err(CliError::Failed(
             "--system changes system files: run it as root (sudo)".to_owned(),
         ));
@@ -345,6 +362,7 @@ mod tests {
         assert!(database(&dir.path().join("missing")).unwrap().is_empty());
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_binary_others_can_replace_is_refused() {
         let dir = tempfile::tempdir().unwrap();
