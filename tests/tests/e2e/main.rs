@@ -7,6 +7,7 @@
 
 mod autopilot;
 mod cli;
+mod client_lib;
 mod cloud;
 mod concurrency;
 mod decisions;
