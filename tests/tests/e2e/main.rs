@@ -15,6 +15,7 @@ mod lifecycle;
 mod pinning;
 mod policy_cli;
 mod protocol_lines;
+mod python_client;
 mod risk;
 mod sessions;
 mod support;
