@@ -304,7 +304,10 @@ pub struct RepairResult {
 }
 
 /// Params of `decision.record`: a decision made elsewhere (a human's answer, another tool).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Default` gives empty strings and no options, for `..Default::default()`; the daemon rejects
+/// an empty `session_id`, `prompt_id`, `prompt_type` or `action_taken` (-32602).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RecordParams {
     /// The agent session.
@@ -406,7 +409,11 @@ mod tests {
 }
 
 /// Params of `decision.evaluate`: one prompt event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Default` gives empty strings and no options, so that a caller names only what it knows and
+/// fills the rest with `..Default::default()`; the daemon rejects an empty `session_id`,
+/// `prompt_id` or `prompt_type` (-32602).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
     /// The agent session.
@@ -873,4 +880,133 @@ pub struct CloudTestResult {
     pub stage: String,
     /// What happened, for people.
     pub message: String,
+}
+
+/// What `decision.evaluate` tells an agent to do, as a type ([`EvaluateResult::decision`]).
+///
+/// The wire carries the action as a string (`action`), so that a daemon may add one later; this
+/// type reads an action it does not know as [`DecisionAction::RequireHuman`], the answer that
+/// lets nothing through on its own.
+///
+/// ```
+/// use atlasbridge_protocol::methods::DecisionAction;
+///
+/// assert_eq!(DecisionAction::from_name("deny"), Some(DecisionAction::Deny));
+/// assert_eq!(DecisionAction::AutoReply.to_string(), "auto_reply");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DecisionAction {
+    /// `auto_reply`: answer the prompt with `reply_value`.
+    AutoReply,
+    /// `require_human`: a person answers; nothing is sent on the agent's behalf.
+    RequireHuman,
+    /// `deny`: refuse the prompt.
+    Deny,
+    /// `notify_only`: nothing is answered; tell someone it happened.
+    NotifyOnly,
+}
+
+impl DecisionAction {
+    /// The action named `action` on the wire, if it is one of the four.
+    pub fn from_name(action: &str) -> Option<Self> {
+        match action {
+            "auto_reply" => Some(Self::AutoReply),
+            "require_human" => Some(Self::RequireHuman),
+            "deny" => Some(Self::Deny),
+            "notify_only" => Some(Self::NotifyOnly),
+            _ => None,
+        }
+    }
+
+    /// The wire name (`auto_reply`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AutoReply => "auto_reply",
+            Self::RequireHuman => "require_human",
+            Self::Deny => "deny",
+            Self::NotifyOnly => "notify_only",
+        }
+    }
+}
+
+impl std::fmt::Display for DecisionAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl EvaluateResult {
+    /// [`action`](Self::action) as a [`DecisionAction`]; an action this crate does not know is
+    /// [`DecisionAction::RequireHuman`].
+    pub fn decision(&self) -> DecisionAction {
+        DecisionAction::from_name(&self.action).unwrap_or(DecisionAction::RequireHuman)
+    }
+}
+
+impl SubscriptionEnded {
+    /// The seq to subscribe from to continue where this subscription stopped: `last_seq + 1`, or
+    /// `None` when it sent no entry (subscribe from the seq it started at again).
+    pub fn resume_from(&self) -> Option<u64> {
+        self.last_seq.map(|seq| seq.saturating_add(1))
+    }
+}
+
+#[cfg(test)]
+mod client_type_tests {
+    use super::*;
+
+    #[test]
+    fn every_action_name_round_trips_and_an_unknown_one_asks_a_person() {
+        for name in crate::risk::ACTIONS {
+            let action = DecisionAction::from_name(name).unwrap();
+            assert_eq!(action.name(), name);
+        }
+        assert_eq!(DecisionAction::from_name("escalate"), None);
+        let mut result: EvaluateResult = serde_json::from_value(serde_json::json!({
+            "action": "escalate", "reply_value": "", "matched_rule": "", "policy_action": "",
+            "autonomy_mode": "full", "risk_level": "", "risk_reasons": [], "policy_hash": "h",
+            "entry_id": null, "seq": null, "entry_hash": null, "explanation": "",
+        }))
+        .unwrap();
+        assert_eq!(result.decision(), DecisionAction::RequireHuman);
+        result.action = "deny".into();
+        assert_eq!(result.decision(), DecisionAction::Deny);
+    }
+
+    #[test]
+    fn default_params_name_only_what_is_given() {
+        let params = EvaluateParams {
+            session_id: "s".into(),
+            prompt_id: "p".into(),
+            prompt_type: "yes_no".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&params).unwrap();
+        assert_eq!(json["session_id"], "s");
+        assert_eq!(json["agent_id"], serde_json::Value::Null);
+        let back: EvaluateParams = serde_json::from_value(json).unwrap();
+        assert_eq!(back, params);
+        let record = RecordParams {
+            action_taken: "deny".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&record).unwrap()["action_taken"],
+            "deny"
+        );
+    }
+
+    #[test]
+    fn a_subscription_resumes_after_its_last_entry() {
+        let ended = SubscriptionEnded {
+            reason: "too_slow".into(),
+            last_seq: Some(41),
+        };
+        assert_eq!(ended.resume_from(), Some(42));
+        let none = SubscriptionEnded {
+            reason: "shutdown".into(),
+            last_seq: None,
+        };
+        assert_eq!(none.resume_from(), None);
+    }
 }

@@ -207,6 +207,10 @@ fn report(ctx: &Context, error: &CliError) -> ExitCode {
         CliError::Client(ClientError::Path(_)) => {
             out.error("bad_socket_path", &error.to_string(), EXIT_FAILURE)
         }
+        // The command line reads subscriptions itself; these come only from the library's.
+        CliError::Client(ClientError::SubscriptionEnded(_) | ClientError::AlreadySubscribed) => {
+            out.error("failed", &error.to_string(), EXIT_FAILURE)
+        }
         CliError::Failed(message) => out.error("failed", message, EXIT_FAILURE),
         CliError::Unreadable(message) => out.error("unreadable", message, EXIT_UNAVAILABLE),
         CliError::FeatureDisabled(_) => out.error(

@@ -7,6 +7,7 @@
 
 mod autopilot;
 mod cli;
+mod client_lib;
 mod cloud;
 mod concurrency;
 mod decisions;
@@ -14,6 +15,7 @@ mod lifecycle;
 mod pinning;
 mod policy_cli;
 mod protocol_lines;
+mod python_client;
 mod readme;
 mod risk;
 mod service;
