@@ -10,6 +10,7 @@ mod cloud;
 mod cloud_setup;
 mod daemon;
 mod decide;
+mod hook;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
 mod local;
@@ -22,6 +23,7 @@ mod trace;
 pub use autopilot::AutopilotCommand;
 pub use cloud::CloudCommand;
 pub use decide::DecideArgs;
+pub use hook::HookCommand;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
@@ -101,6 +103,9 @@ pub enum Command {
     /// The uplink to the governance cloud: status.
     #[command(subcommand)]
     Cloud(CloudCommand),
+    /// Agent hooks: answer a Claude Code PreToolUse event; install or uninstall the hook.
+    #[command(subcommand)]
+    Hook(HookCommand),
 }
 
 /// What a command needs from the global options.
@@ -171,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::Autopilot(command) => autopilot::run(&ctx, command),
         Command::Session(command) => session::run(&ctx, command),
         Command::Cloud(command) => cloud::run(&ctx, command),
+        Command::Hook(command) => hook::run(&ctx, command),
     };
     match result {
         Ok(code) => code,
