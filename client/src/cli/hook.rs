@@ -4,27 +4,38 @@
 //! the daemon's decision, in the JSON Claude Code reads on standard output. Whatever goes wrong
 //! — the daemon down, slow or refusing, input that is not a hook event — the answer is `ask`
 //! (`deny` with `--fail-closed`), never `allow`, and the exit status is 0 so that Claude Code
-//! reads it.
+//! reads it. `hook install|uninstall claude-code` add or remove that hook in Claude Code's
+//! settings, leaving everything else in the file as it was.
 
 mod claude_code;
+mod settings;
+
+use settings::Scope;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use atlasbridge_protocol::methods::{self as m, EvaluateResult};
 use clap::{CommandFactory, Subcommand};
+use serde_json::json;
 
 use super::{CliError, Context};
 use crate::{ClientError, blocking};
 use claude_code::{HookDecision, PreToolUse};
+use settings::{HookEntry, Outcome};
 
 /// How long `hook claude-code` waits, for its input and the daemon's answer together, unless
 /// `--timeout` says otherwise: far below Claude Code's own hook timeout, so that a slow daemon
 /// gets a clear `ask` rather than Claude Code's timeout.
 pub(crate) const DEFAULT_HOOK_TIMEOUT_S: u64 = 5;
+
+/// The timeout written into Claude Code's settings is the hook's own plus this margin (process
+/// start, output): Claude Code's timeout only fires when the hook itself is stuck.
+const CLAUDE_TIMEOUT_MARGIN_S: u64 = 5;
 
 /// Longest hook input read (a `Write` event carries the whole file).
 const MAX_INPUT_BYTES: u64 = 32 * 1024 * 1024;
@@ -38,6 +49,11 @@ pub enum HookCommand {
     /// is printed. Waits 5 s at most for its input and the answer together (--timeout changes
     /// it).
     ClaudeCode(ClaudeCodeArgs),
+    /// Adds the hook to an agent's settings (Claude Code: a PreToolUse hook on every tool),
+    /// keeping everything else in the file; running it again changes nothing.
+    Install(InstallArgs),
+    /// Removes our hook from an agent's settings, and nothing else.
+    Uninstall(UninstallArgs),
 }
 
 /// Arguments of `hook claude-code`.
@@ -46,6 +62,44 @@ pub struct ClaudeCodeArgs {
     /// Without a decision from the daemon, deny the tool call instead of asking a person.
     #[arg(long)]
     pub fail_closed: bool,
+}
+
+/// The agents with a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Agent {
+    /// Claude Code (PreToolUse).
+    ClaudeCode,
+}
+
+/// Arguments of `hook install`.
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The agent.
+    #[arg(value_enum)]
+    pub agent: Agent,
+    /// Which Claude Code settings file.
+    #[arg(long, value_enum, default_value_t = Scope::User)]
+    pub scope: Scope,
+    /// The installed hook denies, rather than asks, when the daemon gives no decision.
+    #[arg(long)]
+    pub fail_closed: bool,
+    /// Print the resulting settings file instead of writing it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `hook uninstall`.
+#[derive(Debug, clap::Args)]
+pub struct UninstallArgs {
+    /// The agent.
+    #[arg(value_enum)]
+    pub agent: Agent,
+    /// Which Claude Code settings file.
+    #[arg(long, value_enum, default_value_t = Scope::User)]
+    pub scope: Scope,
+    /// Print the resulting settings file instead of writing it.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub(super) fn run(ctx: &Context, command: &HookCommand) -> Result<ExitCode, CliError> {
@@ -59,6 +113,8 @@ pub(super) fn run(ctx: &Context, command: &HookCommand) -> Result<ExitCode, CliE
             };
             claude_code_hook(ctx, timeout, args.fail_closed)
         }
+        HookCommand::Install(args) => install(ctx, args, timeout_given),
+        HookCommand::Uninstall(args) => uninstall(ctx, args),
     }
 }
 
@@ -164,6 +220,148 @@ fn read_input(timeout: Duration) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The command line Claude Code runs: this binary by its absolute path, shell-quoted, with the
+/// options the install was given that the hook needs too.
+fn hook_command(
+    exe: &Path,
+    socket: Option<&Path>,
+    timeout_s: Option<u64>,
+    fail_closed: bool,
+) -> Result<String, CliError> {
+    let utf8 = |path: &Path, what: &str| {
+        path.to_str().map(str::to_owned).ok_or_else(|| {
+            CliError::Failed(format!(
+                "the path of {what} is not UTF-8, which a settings file cannot hold: {}",
+                path.display()
+            ))
+        })
+    };
+    let mut words = vec![settings::shell_quote(&utf8(exe, "atlasbridge")?)];
+    if let Some(socket) = socket {
+        words.push("--socket".into());
+        words.push(settings::shell_quote(&utf8(socket, "the socket")?));
+    }
+    if let Some(timeout) = timeout_s {
+        words.push("--timeout".into());
+        words.push(timeout.to_string());
+    }
+    words.extend(["hook".into(), "claude-code".into()]);
+    if fail_closed {
+        words.push("--fail-closed".into());
+    }
+    Ok(words.join(" "))
+}
+
+fn settings_file(scope: Scope) -> Result<std::path::PathBuf, CliError> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::Failed(format!("cannot read the current directory: {e}")))?;
+    settings::settings_file(scope, |name| std::env::var(name).ok(), &cwd)
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn install(ctx: &Context, args: &InstallArgs, timeout_given: bool) -> Result<ExitCode, CliError> {
+    let Agent::ClaudeCode = args.agent;
+    let file = settings_file(args.scope)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot find the atlasbridge binary: {e}")))?;
+    let hook_timeout = timeout_given.then_some(ctx.timeout.as_secs());
+    let entry = HookEntry {
+        command: hook_command(
+            &exe,
+            ctx.socket_flag.is_some().then_some(ctx.socket.as_path()),
+            hook_timeout,
+            args.fail_closed,
+        )?,
+        timeout_s: hook_timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT_S) + CLAUDE_TIMEOUT_MARGIN_S,
+    };
+    let fail = |e: settings::SettingsError| CliError::Failed(e.to_string());
+    let text = settings::read(&file).map_err(fail)?;
+    let edit = settings::install(&file, text.as_deref(), &entry).map_err(fail)?;
+    if !args.dry_run && edit.outcome.changes() {
+        settings::write(&file, &edit.text).map_err(fail)?;
+    }
+    if ctx.out.is_json() {
+        let mut report = json!({
+            "agent": "claude-code",
+            "scope": args.scope.name(),
+            "file": file,
+            "outcome": edit.outcome.name(),
+            "written": !args.dry_run && edit.outcome.changes(),
+            "command": entry.command,
+            "timeout": entry.timeout_s,
+        });
+        if args.dry_run {
+            report["settings"] = json!(edit.text);
+        }
+        ctx.out.json(&report);
+    } else if args.dry_run {
+        print!("{}", edit.text);
+    } else {
+        let file = file.display();
+        match edit.outcome {
+            Outcome::Unchanged => {
+                println!("the Claude Code hook is already installed in {file}; nothing changed");
+            }
+            Outcome::Updated => println!("updated the Claude Code hook in {file}"),
+            _ => println!("installed the Claude Code hook in {file}"),
+        }
+        println!("  command  {}", entry.command);
+        println!(
+            "  matcher  * (every tool), timeout {} s, onFailure block",
+            entry.timeout_s
+        );
+    }
+    if !args.dry_run
+        && let Err(ClientError::NotRunning { .. }) = blocking::Client::connect(&ctx.socket)
+    {
+        eprintln!(
+            "atlasbridge: note: atlasbridged is not running; until it is, Claude Code {} before \
+             every tool call (start it with `{}`)",
+            if args.fail_closed {
+                "denies"
+            } else {
+                "asks a person"
+            },
+            ctx.start_command()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn uninstall(ctx: &Context, args: &UninstallArgs) -> Result<ExitCode, CliError> {
+    let Agent::ClaudeCode = args.agent;
+    let file = settings_file(args.scope)?;
+    let fail = |e: settings::SettingsError| CliError::Failed(e.to_string());
+    let text = settings::read(&file).map_err(fail)?;
+    let edit = settings::uninstall(&file, text.as_deref()).map_err(fail)?;
+    if !args.dry_run && edit.outcome.changes() {
+        settings::write(&file, &edit.text).map_err(fail)?;
+    }
+    if ctx.out.is_json() {
+        let mut report = json!({
+            "agent": "claude-code",
+            "scope": args.scope.name(),
+            "file": file,
+            "outcome": edit.outcome.name(),
+            "written": !args.dry_run && edit.outcome.changes(),
+        });
+        if args.dry_run {
+            report["settings"] = json!(edit.text);
+        }
+        ctx.out.json(&report);
+    } else if args.dry_run {
+        print!("{}", edit.text);
+    } else if edit.outcome == Outcome::Removed {
+        println!("removed the Claude Code hook from {}", file.display());
+    } else {
+        println!(
+            "the Claude Code hook is not installed in {}; nothing changed",
+            file.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +401,26 @@ mod tests {
             "install",
             "claude-code"
         ]));
+    }
+
+    #[test]
+    fn the_installed_command_quotes_paths_and_carries_the_options() {
+        let command = hook_command(
+            Path::new("/opt/my tools/atlasbridge"),
+            Some(Path::new("/run/user/1000/atlasbridge/atlasbridged.sock")),
+            Some(3),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            command,
+            "'/opt/my tools/atlasbridge' --socket /run/user/1000/atlasbridge/atlasbridged.sock \
+             --timeout 3 hook claude-code --fail-closed"
+        );
+        assert_eq!(
+            hook_command(Path::new("/usr/bin/atlasbridge"), None, None, false).unwrap(),
+            "/usr/bin/atlasbridge hook claude-code"
+        );
     }
 
     #[test]
