@@ -10,6 +10,7 @@ mod cli;
 mod cloud;
 mod concurrency;
 mod decisions;
+mod hook;
 mod lifecycle;
 mod pinning;
 mod policy_cli;
