@@ -10,6 +10,7 @@ mod cloud;
 mod cloud_setup;
 mod daemon;
 mod decide;
+mod hook;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
 mod local;
@@ -23,6 +24,7 @@ mod trace;
 pub use autopilot::AutopilotCommand;
 pub use cloud::CloudCommand;
 pub use decide::DecideArgs;
+pub use hook::HookCommand;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
@@ -107,6 +109,9 @@ pub enum Command {
     /// uninstall, status.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Agent hooks: answer a Claude Code PreToolUse event; install or uninstall the hook.
+    #[command(subcommand)]
+    Hook(HookCommand),
 }
 
 /// What a command needs from the global options.
@@ -156,7 +161,12 @@ pub fn main() -> ExitCode {
     let out = Output::new(args.json);
     let socket = match paths::socket_path(args.socket.as_deref(), &ProcessEnvironment) {
         Ok(socket) => socket,
-        Err(e) => return out.error("bad_socket_path", &e.to_string(), EXIT_FAILURE),
+        Err(e) => {
+            if let Command::Hook(HookCommand::ClaudeCode(hook_args)) = &args.command {
+                return hook::answer_without_daemon(hook_args, &e.to_string());
+            }
+            return out.error("bad_socket_path", &e.to_string(), EXIT_FAILURE);
+        }
     };
     let ctx = Context {
         socket,
@@ -178,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Session(command) => session::run(&ctx, command),
         Command::Cloud(command) => cloud::run(&ctx, command),
         Command::Service(command) => service::run(&ctx, command),
+        Command::Hook(command) => hook::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ mod client_lib;
 mod cloud;
 mod concurrency;
 mod decisions;
+mod hook;
 mod lifecycle;
 mod pinning;
 mod policy_cli;
