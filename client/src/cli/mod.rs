@@ -8,6 +8,7 @@
 mod autopilot;
 mod cloud;
 mod cloud_setup;
+mod completions;
 mod daemon;
 mod decide;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
@@ -21,6 +22,7 @@ mod session;
 mod trace;
 pub use autopilot::AutopilotCommand;
 pub use cloud::CloudCommand;
+pub use completions::CompletionsArgs;
 pub use decide::DecideArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
@@ -101,6 +103,12 @@ pub enum Command {
     /// The uplink to the governance cloud: status.
     #[command(subcommand)]
     Cloud(CloudCommand),
+    /// Prints the completion script for a shell.
+    ///
+    /// bash: `atlasbridge completions bash > ~/.local/share/bash-completion/completions/atlasbridge`;
+    /// zsh: into a directory on `$fpath` as `_atlasbridge`; fish:
+    /// `~/.config/fish/completions/atlasbridge.fish`.
+    Completions(CompletionsArgs),
 }
 
 /// What a command needs from the global options.
@@ -171,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::Autopilot(command) => autopilot::run(&ctx, command),
         Command::Session(command) => session::run(&ctx, command),
         Command::Cloud(command) => cloud::run(&ctx, command),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,

@@ -8,6 +8,7 @@
 mod autopilot;
 mod cli;
 mod cloud;
+mod completions;
 mod concurrency;
 mod decisions;
 mod lifecycle;
