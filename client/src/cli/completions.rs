@@ -85,7 +85,13 @@ mod tests {
     fn every_shell_gets_a_script_that_knows_the_commands() {
         for shell in SHELLS {
             let script = text(shell);
-            for word in ["atlasbridge", "completions", "integrity-check", "socket"] {
+            for word in [
+                "atlasbridge",
+                "doctor",
+                "completions",
+                "integrity-check",
+                "socket",
+            ] {
                 assert!(script.contains(word), "{shell}: no {word:?} in the script");
             }
         }

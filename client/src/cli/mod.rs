@@ -11,6 +11,7 @@ mod cloud_setup;
 mod completions;
 mod daemon;
 mod decide;
+pub mod doctor;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
 mod local;
@@ -24,6 +25,7 @@ pub use autopilot::AutopilotCommand;
 pub use cloud::CloudCommand;
 pub use completions::CompletionsArgs;
 pub use decide::DecideArgs;
+pub use doctor::DoctorArgs;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
 pub use risk::RiskCommand;
@@ -103,6 +105,12 @@ pub enum Command {
     /// The uplink to the governance cloud: status.
     #[command(subcommand)]
     Cloud(CloudCommand),
+    /// Checks the installation and prints the fix for each problem.
+    ///
+    /// Binaries, socket, permissions, data directory, config, policy, the heads of the trace and
+    /// the audit log, disk space and cloud, with the daemon running or stopped; nothing is
+    /// changed. Exit 0 when no check failed, 1 otherwise.
+    Doctor(DoctorArgs),
     /// Prints the completion script for a shell.
     ///
     /// bash: `atlasbridge completions bash > ~/.local/share/bash-completion/completions/atlasbridge`;
@@ -179,6 +187,7 @@ pub fn main() -> ExitCode {
         Command::Autopilot(command) => autopilot::run(&ctx, command),
         Command::Session(command) => session::run(&ctx, command),
         Command::Cloud(command) => cloud::run(&ctx, command),
+        Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Completions(args) => completions::run(args),
     };
     match result {

@@ -10,7 +10,7 @@ fn completions_print_a_script_bash_accepts_and_refuse_an_unknown_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let out = cli.cli(&["completions", shell]);
         out.assert_code(0);
-        for word in ["integrity-check", "completions"] {
+        for word in ["doctor", "integrity-check", "completions"] {
             assert!(out.stdout.contains(word), "{shell}: no {word:?}");
         }
     }

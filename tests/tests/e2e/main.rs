@@ -11,6 +11,7 @@ mod cloud;
 mod completions;
 mod concurrency;
 mod decisions;
+mod doctor;
 mod lifecycle;
 mod pinning;
 mod policy_cli;
