@@ -8,8 +8,10 @@
 mod autopilot;
 mod cloud;
 mod cloud_setup;
+mod completions;
 mod daemon;
 mod decide;
+pub mod doctor;
 mod hook;
 pub use daemon::{DAEMON_BIN_ENV, DaemonCommand};
 mod info;
@@ -23,7 +25,9 @@ mod session;
 mod trace;
 pub use autopilot::AutopilotCommand;
 pub use cloud::CloudCommand;
+pub use completions::CompletionsArgs;
 pub use decide::DecideArgs;
+pub use doctor::DoctorArgs;
 pub use hook::HookCommand;
 pub use migrate::MigrateArgs;
 pub use policy::PolicyCommand;
@@ -112,6 +116,18 @@ pub enum Command {
     /// Agent hooks: answer a Claude Code PreToolUse event; install or uninstall the hook.
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Checks the installation and prints the fix for each problem.
+    ///
+    /// Binaries, socket, permissions, data directory, config, policy, the heads of the trace and
+    /// the audit log, disk space and cloud, with the daemon running or stopped; nothing is
+    /// changed. Exit 0 when no check failed, 1 otherwise.
+    Doctor(DoctorArgs),
+    /// Prints the completion script for a shell.
+    ///
+    /// bash: `atlasbridge completions bash > ~/.local/share/bash-completion/completions/atlasbridge`;
+    /// zsh: into a directory on `$fpath` as `_atlasbridge`; fish:
+    /// `~/.config/fish/completions/atlasbridge.fish`.
+    Completions(CompletionsArgs),
 }
 
 /// What a command needs from the global options.
@@ -189,6 +205,8 @@ pub fn main() -> ExitCode {
         Command::Cloud(command) => cloud::run(&ctx, command),
         Command::Service(command) => service::run(&ctx, command),
         Command::Hook(command) => hook::run(&ctx, command),
+        Command::Doctor(args) => doctor::run(&ctx, args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(code) => code,
