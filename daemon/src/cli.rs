@@ -68,6 +68,9 @@ pub fn main() -> ExitCode {
     for warning in settings.features.warnings() {
         warn!("{warning}");
     }
+    for warning in crate::roles::warnings(&settings) {
+        warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
