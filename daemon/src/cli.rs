@@ -110,7 +110,8 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
             options.data_dir.display()
         )
     })?;
-    let (_lock, listener, replaced_stale) = socket::claim(&options.socket)?;
+    let (_lock, listener, replaced_stale) =
+        socket::claim(&options.socket, crate::roles::socket_group(&settings))?;
     if replaced_stale {
         warn!(socket = %options.socket.display(), "replaced a stale socket left by a daemon that did not stop cleanly");
     }
