@@ -16,6 +16,7 @@ mod policy_cli;
 mod protocol_lines;
 mod readme;
 mod risk;
+mod roles;
 mod service;
 mod sessions;
 mod support;
