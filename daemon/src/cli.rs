@@ -68,6 +68,9 @@ pub fn main() -> ExitCode {
     for warning in settings.features.warnings() {
         warn!("{warning}");
     }
+    for warning in crate::roles::warnings(&settings) {
+        warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,7 +110,8 @@ pub async fn run(options: StartOptions, settings: Settings) -> anyhow::Result<()
             options.data_dir.display()
         )
     })?;
-    let (_lock, listener, replaced_stale) = socket::claim(&options.socket)?;
+    let (_lock, listener, replaced_stale) =
+        socket::claim(&options.socket, crate::roles::socket_group(&settings))?;
     if replaced_stale {
         warn!(socket = %options.socket.display(), "replaced a stale socket left by a daemon that did not stop cleanly");
     }

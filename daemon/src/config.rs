@@ -16,6 +16,8 @@ use toml::Spanned;
 
 use crate::cloud::config::RawCloud;
 pub use crate::cloud::config::{CloudConfig, PolicySync};
+use crate::roles::{Directory, RawRoles, SystemDirectory};
+pub use crate::roles::{Grant, RolesConfig, SocketGroup};
 
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,8 @@ pub struct Config {
     pub risk: RiskConfig,
     /// `[cloud]`: the uplink, off by default.
     pub cloud: CloudConfig,
+    /// `[roles]`: roles for other local users (with the `rbac` feature).
+    pub roles: RolesConfig,
 }
 
 /// `[policy]`: which policy decides.
@@ -191,6 +195,8 @@ struct RawConfig {
     risk: RawRisk,
     #[serde(default)]
     cloud: RawCloud,
+    #[serde(default)]
+    roles: RawRoles,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,8 +256,18 @@ impl Config {
         Self::parse(&text, path)
     }
 
-    /// Validates config text; `path` is only used in messages.
+    /// Validates config text; `path` is only used in messages. User and group names under
+    /// `[roles]` are looked up in the system's databases.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, path, &SystemDirectory)
+    }
+
+    /// [`Config::parse`] with names looked up in `directory`.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        directory: &dyn Directory,
+    ) -> Result<Self, ConfigError> {
         let invalid = |span: Option<Range<usize>>, message: String| {
             let (line, column) = line_and_column(text, span.map_or(0, |s| s.start));
             ConfigError::Invalid {
@@ -426,6 +442,10 @@ impl Config {
             .cloud
             .validate(path.parent())
             .map_err(|(span, message)| invalid(span, message))?;
+        let roles = raw
+            .roles
+            .validate(directory)
+            .map_err(|(span, message)| invalid(span, message))?;
 
         Ok(Self {
             edition,
@@ -436,6 +456,7 @@ impl Config {
             policy,
             risk,
             cloud,
+            roles,
         })
     }
 }
@@ -454,6 +475,7 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atlasbridge_protocol::methods::Role;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/atlasbridge/config.toml"))
@@ -572,6 +594,163 @@ checkpoint_interval_s = 30
         assert!(error("edition = ").contains(":1:"));
         assert!(error("[trace]\ndurability = \"always\"").contains(":2:14:"));
         assert!(error("[trace]\nsegment_max_bytes = 10").contains("between 4096 and"));
+    }
+
+    fn parse_roles(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(
+            text,
+            Path::new("/etc/atlasbridge/config.toml"),
+            &crate::roles::FakeDirectory,
+        )
+    }
+
+    fn roles_error(text: &str) -> String {
+        parse_roles(text).unwrap_err().to_string()
+    }
+
+    fn grant(role: Role, key: &str) -> Grant {
+        Grant {
+            role,
+            key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn roles_resolve_names_and_take_digits_as_ids() {
+        let config = parse_roles(
+            r#"
+[features]
+rbac = true
+
+[roles]
+socket_group = "agents"
+
+[roles.users]
+alice = "operator"
+"1001" = "viewer"
+"4242" = "Admin"
+
+[roles.groups]
+agents = "operator"
+"3000" = "viewer"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.features.get(&Feature::Rbac), Some(&true));
+        assert_eq!(
+            config.roles.socket_group,
+            Some(SocketGroup {
+                gid: 2000,
+                name: "agents".to_owned()
+            })
+        );
+        assert_eq!(
+            config.roles.users,
+            BTreeMap::from([
+                (1000, grant(Role::Operator, "users.alice")),
+                (1001, grant(Role::Viewer, "users.1001")),
+                (4242, grant(Role::Admin, "users.4242")),
+            ])
+        );
+        assert_eq!(
+            config.roles.groups,
+            BTreeMap::from([
+                (2000, grant(Role::Operator, "groups.agents")),
+                (3000, grant(Role::Viewer, "groups.3000")),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_socket_group_may_be_a_number_or_digits() {
+        for text in [
+            "[roles]\nsocket_group = 2500\n",
+            "[roles]\nsocket_group = \"2500\"\n",
+        ] {
+            let group = parse_roles(text).unwrap().roles.socket_group.unwrap();
+            assert_eq!(group.gid, 2500, "{text}");
+            assert_eq!(group.name, "2500", "{text}");
+        }
+    }
+
+    #[test]
+    fn a_user_listed_by_name_and_by_uid_gets_the_higher_role() {
+        let config =
+            parse_roles("[roles.users]\nalice = \"viewer\"\n\"1000\" = \"admin\"\n").unwrap();
+        assert_eq!(config.roles.users.len(), 1);
+        assert_eq!(config.roles.users[&1000].role, Role::Admin);
+    }
+
+    #[test]
+    fn no_roles_table_grants_nothing() {
+        let config = parse_roles("[features]\nrbac = true\n").unwrap();
+        assert_eq!(config.roles, RolesConfig::default());
+        assert!(!config.roles.grants_any());
+    }
+
+    #[test]
+    fn roles_errors_name_the_file_the_line_the_column_and_the_key() {
+        let cases = [
+            (
+                "[roles]\nsocket_groups = \"agents\"\n",
+                "/etc/atlasbridge/config.toml:2:1: unknown field `socket_groups`",
+            ),
+            (
+                "[roles.owners]\nalice = \"owner\"\n",
+                "/etc/atlasbridge/config.toml:1:8: unknown field `owners`",
+            ),
+            (
+                "[roles.users]\nalice = \"boss\"\n",
+                "/etc/atlasbridge/config.toml:2:9: [roles.users] alice: unknown role 'boss': \
+                 expected one of viewer, operator, admin, owner",
+            ),
+            (
+                "[roles.users]\ncarol = \"viewer\"\n",
+                "/etc/atlasbridge/config.toml:2:1: [roles.users] unknown user 'carol': \
+                 no such user on this system",
+            ),
+            (
+                "[roles.users]\nbroken = \"viewer\"\n",
+                "/etc/atlasbridge/config.toml:2:1: [roles.users] cannot look up user 'broken': \
+                 the directory is down",
+            ),
+            (
+                "\n[roles.groups]\n\"staff.x\" = \"viewer\"\n",
+                "/etc/atlasbridge/config.toml:3:1: [roles.groups] unknown group 'staff.x'",
+            ),
+            (
+                "[roles.groups]\nagents = \"root\"\n",
+                "/etc/atlasbridge/config.toml:2:10: [roles.groups] agents: unknown role 'root'",
+            ),
+            (
+                "[roles]\nsocket_group = \"nope\"\n",
+                "/etc/atlasbridge/config.toml:2:16: [roles] socket_group: unknown group 'nope'",
+            ),
+            (
+                "[roles]\nsocket_group = -1\n",
+                "/etc/atlasbridge/config.toml:2:16: [roles] socket_group: -1 is not a valid gid",
+            ),
+            (
+                "[roles]\nsocket_group = true\n",
+                "/etc/atlasbridge/config.toml:2:16: [roles] socket_group must be a group name or \
+                 a numeric gid, not boolean",
+            ),
+            (
+                "[roles.users]\n\"99999999999\" = \"viewer\"\n",
+                "/etc/atlasbridge/config.toml:2:1: [roles.users] 99999999999 is not a valid uid",
+            ),
+            (
+                "[roles.users]\nalice = 3\n",
+                "/etc/atlasbridge/config.toml:2:9:",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = roles_error(text);
+            assert!(
+                e.starts_with(expected),
+                "{text:?}\n  got:      {e}\n  expected: {expected}"
+            );
+        }
     }
 
     #[test]

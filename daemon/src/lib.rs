@@ -15,6 +15,7 @@ pub mod files;
 pub mod ipc;
 pub mod lifecycle;
 pub mod logging;
+pub mod roles;
 pub mod service_notify;
 pub mod signals;
 pub mod state;

@@ -73,6 +73,15 @@ pub fn reload(daemon: &Daemon) {
             for warning in after.features.warnings() {
                 warn!("{warning}");
             }
+            for warning in crate::roles::warnings(&after) {
+                warn!("{warning}");
+            }
+            if crate::roles::socket_group(&before) != crate::roles::socket_group(&after) {
+                warn!(
+                    "the socket's group and mode are set at start: restart the daemon to apply the \
+                     new [roles] socket_group"
+                );
+            }
             let changed: Vec<_> = after
                 .features
                 .list()
@@ -84,7 +93,8 @@ pub fn reload(daemon: &Daemon) {
             info!(
                 edition = %after.features.edition(),
                 changed = %changed.join(","),
-                "config reloaded (connection limits apply to new connections; max_connections at restart)"
+                roles_in_force = crate::roles::in_force(&after).is_some(),
+                "config reloaded (connection limits and roles apply to new connections; max_connections at restart)"
             );
         }
         Err(e) => error!(error = %e, "config reload failed; keeping the previous settings"),

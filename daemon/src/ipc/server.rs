@@ -1,6 +1,7 @@
-//! The accept loop: admits connections up to the limit, checks each peer, and hands it to
-//! [`connection::serve`]. Refusals are answered with one error line and a close, written from
-//! a task of their own so that a peer that does not read cannot stall accepting.
+//! The accept loop: admits connections up to the limit, checks each peer and gives it its role
+//! (see [`peer`]), and hands it to [`connection::serve`]. Refusals are answered with one error
+//! line and a close, written from a task of their own so that a peer that does not read cannot
+//! stall accepting. Every refusal is an audit event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub async fn accept_loop(listener: Listener, daemon: Arc<Daemon>, tracker: TaskT
     let max_connections = daemon.settings().config.daemon.max_connections;
     let slots = Arc::new(Semaphore::new(max_connections));
     let shutdown = daemon.shutdown_token().clone();
+    // Looked up only for other uids while roles are in force. A lookup holds up accepting for
+    // its duration (NSS may ask a network directory), at most once per uid per GROUPS_TTL.
+    let groups = crate::roles::GroupCache::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -44,18 +48,26 @@ pub async fn accept_loop(listener: Listener, daemon: Arc<Daemon>, tracker: TaskT
                 continue;
             }
         };
-        let caller = match peer::authorize(&stream, daemon.uid()) {
+        // Roles as of this connection: a reload applies to the connections opened after it.
+        let settings = daemon.settings();
+        let roles = crate::roles::in_force(&settings);
+        let caller = match peer::authorize(&stream, daemon.uid(), roles, &groups).await {
             Ok(caller) => caller,
             Err(refusal) => {
-                warn!(reason = %refusal, "connection refused");
-                let (uid, pid) = match &refusal {
-                    peer::Refusal::OtherUser { uid, pid, .. } => (Some(*uid), *pid),
-                    peer::Refusal::NoCredentials(_) => (None, None),
-                };
+                warn!(uid = ?refusal.uid(), pid = ?refusal.pid(), reason = %refusal, "connection refused");
                 daemon.audit().record_in_background(
                     "connection_refused",
-                    crate::audit::Actor::Peer { uid, pid },
-                    serde_json::json!({ "reason": refusal.to_string() }),
+                    crate::audit::Actor::Peer {
+                        uid: refusal.uid(),
+                        pid: refusal.pid(),
+                    },
+                    serde_json::json!({
+                        "reason": refusal.to_string(),
+                        "uid": refusal.uid(),
+                        "gid": refusal.gid(),
+                        "pid": refusal.pid(),
+                        "roles_in_force": roles.is_some(),
+                    }),
                 );
                 let error = ErrorObject::new(
                     ErrorCode::PermissionDenied,
@@ -78,7 +90,7 @@ pub async fn accept_loop(listener: Listener, daemon: Arc<Daemon>, tracker: TaskT
             continue;
         };
         debug!(uid = ?caller.uid, pid = ?caller.pid, role = %caller.role, "client connected");
-        let config = daemon.settings().config.daemon.clone();
+        let config = settings.config.daemon.clone();
         let limits = Limits {
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,

@@ -1,6 +1,11 @@
 //! Claiming the socket path: a private directory, one daemon per socket, stale sockets
 //! replaced, and the listener bound with mode 0600.
 //!
+//! With local roles in force and a `socket_group` configured, the directory is given to that
+//! group with mode 0750 and the socket with mode 0660, so that its members can connect (and
+//! then get the role the peer check gives them). The directory must still be ours and not
+//! writable by group or others.
+//!
 //! The order matters. The directory is checked first (a socket in a directory that others can
 //! write to can be swapped under us). Then the lock file next to the socket is taken: whoever
 //! holds it owns the path, so a socket file found afterwards can only be a leftover of a daemon
@@ -13,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use tracing::info;
+
+use crate::roles::SocketGroup;
 
 /// The socket path could not be claimed.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +108,22 @@ pub enum SocketError {
     RemoveStale {
         /// The socket path.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The directory or the socket could not be given to `socket_group`.
+    #[error(
+        "cannot give {} to group {group} (gid {gid}) for [roles] socket_group: {source}; \
+         the daemon's user must be root or a member of that group",
+        path.display()
+    )]
+    Share {
+        /// The directory or the socket.
+        path: PathBuf,
+        /// The group as configured.
+        group: String,
+        /// Its gid.
+        gid: u32,
         /// Why.
         source: std::io::Error,
     },
@@ -291,16 +315,64 @@ pub fn bind(socket: &Path) -> Result<Listener, SocketError> {
     Ok(listener)
 }
 
-/// Everything above, in order: the claimed path and its listener.
-pub fn claim(socket: &Path) -> Result<(InstanceLock, Listener, bool), SocketError> {
+/// Gives `path` to `group` and sets its mode: the group first, so that the wider mode never
+/// applies to another group.
+#[cfg(unix)]
+fn share(path: &Path, group: &SocketGroup, mode: u32) -> Result<(), SocketError> {
+    use std::os::unix::fs::PermissionsExt;
+    let share_error = |source| SocketError::Share {
+        path: path.to_path_buf(),
+        group: group.name.clone(),
+        gid: group.gid,
+        source,
+    };
+    std::os::unix::fs::chown(path, None, Some(group.gid)).map_err(share_error)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(share_error)
+}
+
+/// Named pipes have no group.
+#[cfg(not(unix))]
+fn share(_path: &Path, _group: &SocketGroup, _mode: u32) -> Result<(), SocketError> {
+    Ok(())
+}
+
+/// Gives the (checked) socket directory to `group`, mode 0750, and checks it again.
+pub fn share_dir(dir: &Path, group: &SocketGroup) -> Result<(), SocketError> {
+    share(dir, group, 0o750)?;
+    ensure_private_dir(dir)
+}
+
+/// Gives the bound socket to `group`, mode 0660.
+pub fn share_socket(socket: &Path, group: &SocketGroup) -> Result<(), SocketError> {
+    share(socket, group, 0o660)
+}
+
+/// Everything above, in order: the claimed path and its listener. With `group` (the
+/// `socket_group` of the roles in force), the directory and the socket are shared with it.
+pub fn claim(
+    socket: &Path,
+    group: Option<&SocketGroup>,
+) -> Result<(InstanceLock, Listener, bool), SocketError> {
     check_length(socket)?;
     let dir = socket
         .parent()
         .ok_or_else(|| SocketError::NoParent(socket.to_path_buf()))?;
     ensure_private_dir(dir)?;
+    if let Some(group) = group {
+        share_dir(dir, group)?;
+    }
     let lock = acquire_instance_lock(socket)?;
     let replaced_stale = remove_stale_socket(socket)?;
     let listener = bind(socket)?;
+    if let Some(group) = group {
+        share_socket(socket, group)?;
+        info!(
+            socket = %socket.display(),
+            group = %group.name,
+            gid = group.gid,
+            "socket shared with its group (directory 0750, socket 0660)"
+        );
+    }
     Ok((lock, listener, replaced_stale))
 }
 
@@ -416,7 +488,10 @@ mod tests {
     #[test]
     fn overly_long_paths_are_refused_before_anything_is_created() {
         let long = PathBuf::from(format!("/tmp/{}/d.sock", "x".repeat(120)));
-        assert!(matches!(claim(&long), Err(SocketError::TooLong { .. })));
+        assert!(matches!(
+            claim(&long, None),
+            Err(SocketError::TooLong { .. })
+        ));
         assert!(!long.parent().unwrap().exists());
     }
 
@@ -424,9 +499,75 @@ mod tests {
     async fn a_claimed_socket_is_mode_0600() {
         let tmp = tempfile::tempdir().unwrap();
         let socket = tmp.path().join("run/d.sock");
-        let (_lock, _listener, stale) = claim(&socket).unwrap();
+        let (_lock, _listener, stale) = claim(&socket, None).unwrap();
         assert!(!stale);
         let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(socket.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+    }
+
+    #[tokio::test]
+    async fn a_shared_socket_is_mode_0660_in_a_0750_directory_of_its_group() {
+        use std::os::unix::fs::MetadataExt;
+        // A group this process may give files to without root: its own effective gid.
+        let gid = rustix::process::getegid().as_raw();
+        let group = SocketGroup {
+            gid,
+            name: gid.to_string(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("run/d.sock");
+        let (_lock, _listener, _) = claim(&socket, Some(&group)).unwrap();
+        let meta = std::fs::metadata(&socket).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid);
+        let dir = std::fs::metadata(socket.parent().unwrap()).unwrap();
+        assert_eq!(dir.permissions().mode() & 0o777, 0o750);
+        assert_eq!(dir.gid(), gid);
+        assert_eq!(dir.uid(), rustix::process::geteuid().as_raw());
+        // The lock file stays private.
+        let lock = std::fs::metadata(lock_path(&socket)).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn a_shared_directory_is_still_checked() {
+        let gid = rustix::process::getegid().as_raw();
+        let group = SocketGroup {
+            gid,
+            name: "agents".to_owned(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        set_mode(&dir, 0o770);
+        assert!(matches!(
+            claim(&dir.join("d.sock"), Some(&group)),
+            Err(SocketError::InsecureMode { mode: 0o770, .. })
+        ));
+    }
+
+    #[test]
+    fn a_group_we_may_not_use_is_a_clear_error() {
+        if rustix::process::geteuid().is_root() {
+            eprintln!("skipped: root may give files to any group");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let group = SocketGroup {
+            gid: 0,
+            name: "root".to_owned(),
+        };
+        let err = share_dir(tmp.path(), &group).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("must be root or a member of that group"),
+            "{err}"
+        );
     }
 }

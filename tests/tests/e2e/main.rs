@@ -21,6 +21,7 @@ mod protocol_lines;
 mod python_client;
 mod readme;
 mod risk;
+mod roles;
 mod service;
 mod sessions;
 mod support;
