@@ -680,4 +680,3 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
         );
     }
 }
-
