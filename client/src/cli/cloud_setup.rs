@@ -1,7 +1,8 @@
 //! `cloud setup`: asks for (or takes as flags) what the uplink needs, validates each value, tests
 //! the connection through the running daemon, and writes the `[cloud]` section of the config
 //! file (mode 0600). The API key is never echoed or printed: typed at a prompt with echo off,
-//! or read from standard input or a file, and kept in a 0600 file the config points at.
+//! or read from standard input or a file, and kept in a 0600 file the config points at or, in a
+//! build with the `keyring` feature and `--api-key-store keyring`, in the OS keyring.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,19 @@ use super::{CliError, Context};
 /// The file, next to the config, that holds a key given at a prompt or on standard input.
 const KEY_FILE_NAME: &str = "cloud-api-key";
 
+/// The OS keyring's service for the key; the account is the organisation id. The daemon reads
+/// the same entry (`atlasbridged::cloud::keyring::SERVICE`).
+const KEYRING_SERVICE: &str = "atlasbridge";
+
+/// Where `cloud setup` keeps the API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum KeyStore {
+    /// A file of mode 0600 next to the config.
+    File,
+    /// The OS keyring: service "atlasbridge", account = the organisation id.
+    Keyring,
+}
+
 /// `cloud setup`'s options; whatever is missing is asked for on a terminal.
 #[derive(Debug, clap::Args)]
 pub struct SetupArgs {
@@ -33,10 +47,14 @@ pub struct SetupArgs {
     /// A file holding the API key (it must not be readable by others); the config points at it.
     #[arg(long, conflicts_with = "api_key_stdin")]
     api_key_file: Option<PathBuf>,
-    /// Read the API key from standard input (one line); it is kept in a 0600 file next to the
-    /// config.
+    /// Read the API key from standard input (one line) instead of a prompt.
     #[arg(long)]
     api_key_stdin: bool,
+    /// Where to keep a key given at the prompt or on standard input: a 0600 file next to the
+    /// config, or the OS keyring (needs an atlasbridge and an atlasbridged built with the
+    /// `keyring` feature).
+    #[arg(long, value_enum, default_value_t = KeyStore::File)]
+    api_key_store: KeyStore,
     /// The key the cloud signs its messages and policies with (`ed25519:<base64url>`).
     #[arg(long)]
     server_public_key: Option<String>,
@@ -57,6 +75,15 @@ pub struct SetupArgs {
     no_test: bool,
 }
 
+/// Where the daemon is to find the key.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyPlace {
+    /// A file; `write` when this command writes the key there.
+    File { path: PathBuf, write: bool },
+    /// The OS keyring, service [`KEYRING_SERVICE`], account = the organisation id.
+    Keyring,
+}
+
 /// The values to write.
 #[derive(Debug)]
 struct Answers {
@@ -64,9 +91,8 @@ struct Answers {
     api_base: Option<String>,
     org_id: String,
     api_key: String,
-    /// Where the key is (or is to be) kept, and whether this command writes it.
-    key_file: PathBuf,
-    write_key: bool,
+    /// Where the key is (or is to be) kept.
+    key_place: KeyPlace,
     server_public_key: Option<String>,
     ca_file: Option<PathBuf>,
     policy_sync: String,
@@ -74,6 +100,7 @@ struct Answers {
 }
 
 pub(super) fn run(ctx: &Context, args: &SetupArgs) -> Result<ExitCode, CliError> {
+    check_key_store(args, cfg!(feature = "keyring"))?;
     let config = match &args.config {
         Some(path) => std::path::absolute(path).unwrap_or_else(|_| path.clone()),
         None => {
@@ -106,11 +133,12 @@ pub(super) fn run(ctx: &Context, args: &SetupArgs) -> Result<ExitCode, CliError>
         _ => {}
     }
 
-    if answers.write_key {
-        write_private(
-            &answers.key_file,
-            format!("{}\n", answers.api_key).as_bytes(),
-        )?;
+    match &answers.key_place {
+        KeyPlace::File { path, write: true } => {
+            write_private(path, format!("{}\n", answers.api_key).as_bytes())?;
+        }
+        KeyPlace::File { write: false, .. } => {}
+        KeyPlace::Keyring => keep_in_keyring(&answers.org_id, &answers.api_key)?,
     }
     let existing = match std::fs::read_to_string(&config) {
         Ok(text) => text,
@@ -122,6 +150,9 @@ pub(super) fn run(ctx: &Context, args: &SetupArgs) -> Result<ExitCode, CliError>
             )));
         }
     };
+    let stale_key_file = previous_key_file(&existing, &config)
+        .filter(|_| answers.key_place == KeyPlace::Keyring)
+        .filter(|file| file.exists());
     let text = with_cloud_section(&existing, &cloud_section(&answers));
     write_private(&config, text.as_bytes())?;
 
@@ -131,10 +162,19 @@ pub(super) fn run(ctx: &Context, args: &SetupArgs) -> Result<ExitCode, CliError>
         Some(Err(_)) => "not tested (the daemon could not be asked)",
         None => "not tested (--no-test)",
     };
+    let (key_file, store) = match &answers.key_place {
+        KeyPlace::File { path, .. } => (Some(path), "file"),
+        KeyPlace::Keyring => (None, "keyring"),
+    };
     if ctx.out.is_json() {
         ctx.out.json(&json!({
             "config": config,
-            "api_key_file": answers.key_file,
+            "api_key_store": store,
+            "api_key_file": key_file,
+            "keyring": (answers.key_place == KeyPlace::Keyring).then(|| json!({
+                "service": KEYRING_SERVICE,
+                "account": answers.org_id,
+            })),
             "endpoint": answers.endpoint,
             "org_id": answers.org_id,
             "test": test.and_then(Result::ok),
@@ -144,10 +184,22 @@ pub(super) fn run(ctx: &Context, args: &SetupArgs) -> Result<ExitCode, CliError>
             "wrote the [cloud] section of {} ({tested})",
             config.display()
         );
-        println!(
-            "the API key is in {} (mode 0600)",
-            answers.key_file.display()
-        );
+        match &answers.key_place {
+            KeyPlace::File { path, .. } => {
+                println!("the API key is in {} (mode 0600)", path.display());
+            }
+            KeyPlace::Keyring => println!(
+                "the API key is in the OS keyring (service {KEYRING_SERVICE:?}, account {:?})",
+                answers.org_id
+            ),
+        }
+        if let Some(file) = &stale_key_file {
+            println!(
+                "the key file the previous configuration named, {}, is no longer used; delete \
+                 it when nothing else needs it",
+                file.display()
+            );
+        }
         println!(
             "restart the daemon to connect (`atlasbridge daemon stop && atlasbridge daemon \
              start`, or `systemctl --user restart atlasbridged`), then `atlasbridge cloud status`"
@@ -184,10 +236,14 @@ fn gather(args: &SetupArgs, config: &Path, interactive: bool) -> Result<Answers,
             }
         },
     )?;
-    let (api_key, key_file, write_key) = match &args.api_key_file {
+    let (api_key, key_place) = match &args.api_key_file {
         Some(file) => {
             let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-            (read_key_file(&file)?, file, false)
+            let place = KeyPlace::File {
+                path: file.clone(),
+                write: false,
+            };
+            (read_key_file(&file)?, place)
         }
         None => {
             let key = if args.api_key_stdin {
@@ -207,8 +263,17 @@ fn gather(args: &SetupArgs, config: &Path, interactive: bool) -> Result<Answers,
             if key.is_empty() {
                 return Err(CliError::Failed("the API key is empty".into()));
             }
-            let dir = config.parent().unwrap_or(Path::new("."));
-            (key, dir.join(KEY_FILE_NAME), true)
+            let place = match args.api_key_store {
+                KeyStore::File => KeyPlace::File {
+                    path: config
+                        .parent()
+                        .unwrap_or(Path::new("."))
+                        .join(KEY_FILE_NAME),
+                    write: true,
+                },
+                KeyStore::Keyring => KeyPlace::Keyring,
+            };
+            (key, place)
         }
     };
     let server_public_key = match &args.server_public_key {
@@ -231,8 +296,7 @@ fn gather(args: &SetupArgs, config: &Path, interactive: bool) -> Result<Answers,
         api_base,
         org_id,
         api_key,
-        key_file,
-        write_key,
+        key_place,
         server_public_key,
         ca_file: args
             .ca_file
@@ -244,6 +308,77 @@ fn gather(args: &SetupArgs, config: &Path, interactive: bool) -> Result<Answers,
             .unwrap_or_else(|| "manual".to_owned()),
         honor_kill_switch: args.honor_kill_switch,
     })
+}
+
+/// Refuses `--api-key-store keyring` before anything is asked when this build has no keyring
+/// (`built`), or when the key is to stay in the file `--api-key-file` names.
+fn check_key_store(args: &SetupArgs, built: bool) -> Result<(), CliError> {
+    if args.api_key_store != KeyStore::Keyring {
+        return Ok(());
+    }
+    if !built {
+        return Err(CliError::Failed(
+            "the keyring feature is not built into this atlasbridge: `--api-key-store keyring` \
+             needs an atlasbridge (and an atlasbridged) built with `--features keyring`; without \
+             it the key is kept in a 0600 file (`--api-key-store file`, the default)"
+                .into(),
+        ));
+    }
+    if args.api_key_file.is_some() {
+        return Err(CliError::Failed(
+            "--api-key-file keeps the key in that file; `--api-key-store keyring` takes the key \
+             from the prompt or --api-key-stdin"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The `api_key_file` of the `[cloud]` table in `existing`, the text of `config`, if any;
+/// relative to the config's folder as the daemon reads it.
+fn previous_key_file(existing: &str, config: &Path) -> Option<PathBuf> {
+    let table: toml::Table = toml::from_str(existing).ok()?;
+    let file = table.get("cloud")?.get("api_key_file")?.as_str()?;
+    Some(match config.parent() {
+        Some(dir) if !file.starts_with('~') => dir.join(file),
+        _ => PathBuf::from(file),
+    })
+}
+
+/// Stores the key in the OS keyring and reads it back, as the daemon will (same user).
+#[cfg(feature = "keyring")]
+fn keep_in_keyring(account: &str, key: &str) -> Result<(), CliError> {
+    let failed = |why: String| {
+        CliError::Failed(format!(
+            "cannot keep the API key in the OS keyring (service {KEYRING_SERVICE:?}, account \
+             {account:?}): {why}; on Linux a Secret Service (GNOME Keyring, KeePassXC) must be \
+             running and unlocked; or keep the key in a file with `--api-key-store file`"
+        ))
+    };
+    // By `Display` only: `BadEncoding` would carry the stored bytes.
+    let describe = |error: keyring::Error| match error {
+        keyring::Error::NoDefaultStore => match keyring::Entry::store_status() {
+            Err(why) => why.to_string(),
+            Ok(()) => "no credential store could be opened".to_owned(),
+        },
+        keyring::Error::BadEncoding(_) => "the stored value is not UTF-8 text".to_owned(),
+        other => other.to_string(),
+    };
+    let entry = keyring::Entry::new(KEYRING_SERVICE, account).map_err(|e| failed(describe(e)))?;
+    entry.set_password(key).map_err(|e| failed(describe(e)))?;
+    match entry.get_password() {
+        Ok(stored) if stored == key => Ok(()),
+        Ok(_) => Err(failed("reading it back gave a different value".to_owned())),
+        Err(e) => Err(failed(describe(e))),
+    }
+}
+
+/// Never reached: [`check_key_store`] refuses the keyring in a build without it.
+#[cfg(not(feature = "keyring"))]
+fn keep_in_keyring(_account: &str, _key: &str) -> Result<(), CliError> {
+    Err(CliError::Failed(
+        "the keyring feature is not built into this atlasbridge".into(),
+    ))
 }
 
 /// A flag's value, or asked for until it validates on a terminal.
@@ -355,10 +490,13 @@ fn cloud_section(answers: &Answers) -> String {
         section.push_str(&format!("api_base = {}\n", quoted(base)));
     }
     section.push_str(&format!("org_id = {}\n", quoted(&answers.org_id)));
-    section.push_str(&format!(
-        "api_key_file = {}\n",
-        quoted(&answers.key_file.display().to_string())
-    ));
+    match &answers.key_place {
+        KeyPlace::File { path, .. } => section.push_str(&format!(
+            "api_key_file = {}\n",
+            quoted(&path.display().to_string())
+        )),
+        KeyPlace::Keyring => section.push_str("api_key_keyring = true\n"),
+    }
     if let Some(key) = &answers.server_public_key {
         section.push_str(&format!("server_public_key = {}\n", quoted(key)));
     }
@@ -460,8 +598,10 @@ mod tests {
             api_base: None,
             org_id: "org \"q\"".into(),
             api_key: "secret-key".into(),
-            key_file: PathBuf::from("/home/me/.config/atlasbridge/cloud-api-key"),
-            write_key: true,
+            key_place: KeyPlace::File {
+                path: PathBuf::from("/home/me/.config/atlasbridge/cloud-api-key"),
+                write: true,
+            },
             server_public_key: None,
             ca_file: None,
             policy_sync: "auto".into(),
@@ -472,5 +612,77 @@ mod tests {
         let parsed: toml::Table = toml::from_str(&section).unwrap();
         assert_eq!(parsed["cloud"]["org_id"].as_str(), Some("org \"q\""));
         assert_eq!(parsed["cloud"]["honor_kill_switch"].as_bool(), Some(true));
+        assert_eq!(
+            parsed["cloud"]["api_key_file"].as_str(),
+            Some("/home/me/.config/atlasbridge/cloud-api-key")
+        );
+        assert!(parsed["cloud"].get("api_key_keyring").is_none());
+    }
+
+    #[test]
+    fn a_key_in_the_keyring_is_named_by_a_flag_and_no_file() {
+        let answers = Answers {
+            endpoint: "wss://c.example/v1/connect".into(),
+            api_base: None,
+            org_id: "acme".into(),
+            api_key: "secret-key".into(),
+            key_place: KeyPlace::Keyring,
+            server_public_key: None,
+            ca_file: None,
+            policy_sync: "manual".into(),
+            honor_kill_switch: false,
+        };
+        let section = cloud_section(&answers);
+        assert!(!section.contains("secret-key"));
+        let parsed: toml::Table = toml::from_str(&section).unwrap();
+        assert_eq!(parsed["cloud"]["api_key_keyring"].as_bool(), Some(true));
+        assert!(parsed["cloud"].get("api_key_file").is_none());
+    }
+
+    fn setup_args(flags: &[&str]) -> SetupArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: SetupArgs,
+        }
+        let mut argv = vec!["setup"];
+        argv.extend_from_slice(flags);
+        Cli::try_parse_from(argv).unwrap().args
+    }
+
+    #[test]
+    fn the_keyring_store_is_refused_without_the_feature_and_with_a_key_file() {
+        assert_eq!(setup_args(&[]).api_key_store, KeyStore::File);
+        let keyring = setup_args(&["--api-key-store", "keyring", "--api-key-stdin"]);
+        assert!(check_key_store(&keyring, true).is_ok());
+        let error = check_key_store(&keyring, false).unwrap_err().to_string();
+        assert!(
+            error.contains("the keyring feature is not built into this atlasbridge"),
+            "{error}"
+        );
+        assert!(error.contains("--features keyring"), "{error}");
+        let with_file = setup_args(&["--api-key-store", "keyring", "--api-key-file", "/k"]);
+        let error = check_key_store(&with_file, true).unwrap_err().to_string();
+        assert!(error.contains("--api-key-file"), "{error}");
+        let file = setup_args(&["--api-key-store", "file", "--api-key-file", "/k"]);
+        assert!(check_key_store(&file, false).is_ok());
+    }
+
+    #[test]
+    fn the_previous_key_file_is_found_in_the_cloud_table() {
+        let config = Path::new("/etc/ab/config.toml");
+        let existing = "[trace]\ndurability = \"batch\"\n[cloud]\napi_key_file = \"/old/key\"\n";
+        assert_eq!(
+            previous_key_file(existing, config),
+            Some(PathBuf::from("/old/key"))
+        );
+        let relative = "[cloud]\napi_key_file = \"cloud-api-key\"\n";
+        assert_eq!(
+            previous_key_file(relative, config),
+            Some(PathBuf::from("/etc/ab/cloud-api-key"))
+        );
+        assert_eq!(previous_key_file("[cloud]\nenabled = true\n", config), None);
+        assert_eq!(previous_key_file("not toml [", config), None);
     }
 }

@@ -10,6 +10,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::auth::{ApiKeyError, KeySource};
+
 /// What to do with a policy the cloud offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +36,9 @@ pub struct CloudConfig {
     pub org_id: String,
     /// A file (mode 0600) holding the API key, when the environment does not give one.
     pub api_key_file: Option<PathBuf>,
+    /// The API key is in the OS keyring (service `atlasbridge`, account = `org_id`), when the
+    /// environment does not give one. Never together with `api_key_file`.
+    pub api_key_keyring: bool,
     /// Extra roots for the cloud's TLS certificate.
     pub ca_file: Option<PathBuf>,
     /// The key the cloud signs its messages and policies with.
@@ -56,12 +61,26 @@ impl Default for CloudConfig {
             api_base: None,
             org_id: String::new(),
             api_key_file: None,
+            api_key_keyring: false,
             ca_file: None,
             server_public_key: None,
             heartbeat: Duration::from_secs(30),
             buffer_events: 10_000,
             policy_sync: PolicySync::Manual,
             honor_kill_switch: false,
+        }
+    }
+}
+
+impl CloudConfig {
+    /// Where the API key is kept when `ATLASBRIDGE_CLOUD_API_KEY` does not give it.
+    pub fn key_source(&self) -> KeySource<'_> {
+        match &self.api_key_file {
+            Some(file) => KeySource::File(file),
+            None if self.api_key_keyring => KeySource::Keyring {
+                account: &self.org_id,
+            },
+            None => KeySource::Unset,
         }
     }
 }
@@ -75,6 +94,7 @@ pub(crate) struct RawCloud {
     api_base: Option<Spanned<String>>,
     org_id: Option<Spanned<String>>,
     api_key_file: Option<Spanned<String>>,
+    api_key_keyring: Option<Spanned<bool>>,
     ca_file: Option<Spanned<String>>,
     server_public_key: Option<Spanned<String>>,
     heartbeat_s: Option<Spanned<u64>>,
@@ -143,6 +163,23 @@ impl RawCloud {
             .as_ref()
             .map(|o| o.get_ref().clone())
             .unwrap_or_default();
+        let api_key_keyring = match &self.api_key_keyring {
+            Some(on) if *on.get_ref() => {
+                if self.api_key_file.is_some() {
+                    return Err((
+                        Some(on.span()),
+                        "[cloud] api_key_file and api_key_keyring = true name two places for one \
+                         key; keep one of them"
+                            .to_owned(),
+                    ));
+                }
+                if !super::keyring::BUILT {
+                    return Err((Some(on.span()), ApiKeyError::KeyringNotBuilt.to_string()));
+                }
+                true
+            }
+            _ => false,
+        };
         if enabled {
             if endpoint.is_none() {
                 return Err((None, "[cloud] enabled = true needs an endpoint".to_owned()));
@@ -158,6 +195,7 @@ impl RawCloud {
             api_base,
             org_id,
             api_key_file: path(self.api_key_file, "api_key_file")?,
+            api_key_keyring,
             ca_file: path(self.ca_file, "ca_file")?,
             server_public_key,
             heartbeat,
@@ -220,6 +258,49 @@ mod tests {
         let error =
             validate("[cloud]\nenabled = true\nendpoint = \"wss://c.example/\"\n").unwrap_err();
         assert!(error.contains("needs an org_id"), "{error}");
+    }
+
+    #[test]
+    fn the_key_is_in_a_file_in_the_keyring_or_only_in_the_environment() {
+        let unset = validate("[cloud]\norg_id = \"acme\"\n").unwrap();
+        assert_eq!(unset.key_source(), KeySource::Unset);
+        let file = validate("[cloud]\norg_id = \"acme\"\napi_key_file = \"/k\"\n").unwrap();
+        assert_eq!(
+            file.key_source(),
+            KeySource::File(std::path::Path::new("/k"))
+        );
+        let off = validate("[cloud]\norg_id = \"acme\"\napi_key_keyring = false\n").unwrap();
+        assert_eq!(off.key_source(), KeySource::Unset);
+        let error =
+            validate("[cloud]\napi_key_file = \"/k\"\napi_key_keyring = true\n").unwrap_err();
+        assert!(error.contains("two places for one key"), "{error}");
+        let error = validate("[cloud]\napi_key_keyring = \"yes\"\n").unwrap_err();
+        assert!(error.contains("invalid type"), "{error}");
+    }
+
+    #[cfg(feature = "keyring")]
+    #[test]
+    fn with_the_keyring_built_the_account_is_the_org() {
+        let config = validate("[cloud]\norg_id = \"acme\"\napi_key_keyring = true\n").unwrap();
+        assert!(config.api_key_keyring);
+        assert_eq!(config.key_source(), KeySource::Keyring { account: "acme" });
+    }
+
+    #[cfg(not(feature = "keyring"))]
+    #[test]
+    fn without_the_keyring_built_asking_for_it_is_refused_where_it_is_written() {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            cloud: RawCloud,
+        }
+        let text = "[cloud]\norg_id = \"acme\"\napi_key_keyring = true\n";
+        let wrapper: Wrapper = toml::from_str(text).unwrap();
+        let (span, message) = wrapper.cloud.validate(None).unwrap_err();
+        assert_eq!(span.map(|s| &text[s]), Some("true"));
+        assert!(
+            message.starts_with("the keyring feature is not built into this atlasbridged"),
+            "{message}"
+        );
     }
 
     #[test]

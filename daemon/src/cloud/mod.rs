@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod cursor;
 pub mod events;
+pub mod keyring;
 pub mod link;
 pub mod policy_sync;
 pub mod reader;
@@ -137,8 +138,23 @@ async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
             return;
         }
     };
-    let (tokens, mut cursors) = match (token_client(&daemon, &ctx), cursor::load(&ctx.cursor_path))
-    {
+    let api_key = match find_api_key(&daemon, &status, &stop).await {
+        Some(Ok(key)) => key,
+        Some(Err(why)) => {
+            warn!(error = %why, "the cloud uplink cannot start");
+            status.set_error(&why);
+            status.set_state(LinkState::Disconnected, Some("misconfigured"));
+            return;
+        }
+        None => {
+            status.set_state(LinkState::Disconnected, Some("stopped"));
+            return;
+        }
+    };
+    let (tokens, mut cursors) = match (
+        token_client(&daemon, &ctx, api_key),
+        cursor::load(&ctx.cursor_path),
+    ) {
         (Ok(tokens), Ok(cursors)) => (tokens, cursors),
         (Err(why), _) | (_, Err(why)) => {
             warn!(error = %why, "the cloud uplink cannot start");
@@ -371,12 +387,54 @@ async fn prepare(daemon: &Arc<Daemon>) -> Result<LinkContext, String> {
     })
 }
 
-fn token_client(daemon: &Daemon, ctx: &LinkContext) -> Result<TokenClient, String> {
+/// How long the key lookup may take before `cloud status` says what it is waiting for.
+const KEYRING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Finds the API key (`auth::api_key`) on a blocking thread: the OS keyring may wait for a
+/// person to unlock it, and that must neither hold the runtime nor keep the daemon from
+/// stopping. `None` when stopped first.
+async fn find_api_key(
+    daemon: &Daemon,
+    status: &CloudStatus,
+    stop: &CancellationToken,
+) -> Option<Result<String, String>> {
+    let config = daemon.settings().config.cloud.clone();
+    let from_keyring = matches!(config.key_source(), auth::KeySource::Keyring { .. });
+    let mut lookup = tokio::task::spawn_blocking(move || {
+        auth::api_key(
+            config.key_source(),
+            |name| std::env::var(name).ok(),
+            keyring::os_store(),
+        )
+        .map_err(|e| e.to_string())
+    });
+    let patience = tokio::time::sleep(KEYRING_PATIENCE);
+    tokio::pin!(patience);
+    let mut waiting = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = &mut patience, if from_keyring && !waiting => {
+                waiting = true;
+                status.set_error(&format!(
+                    "waiting for the OS keyring (service {:?}): is it locked?",
+                    keyring::SERVICE
+                ));
+            }
+            joined = &mut lookup => {
+                return Some(joined.unwrap_or_else(|e| Err(format!("the API key lookup failed: {e}"))));
+            }
+        }
+    }
+}
+
+fn token_client(
+    daemon: &Daemon,
+    ctx: &LinkContext,
+    api_key: String,
+) -> Result<TokenClient, String> {
     let settings = daemon.settings();
     let config = &settings.config.cloud;
-    let api_key = auth::api_key(config.api_key_file.as_deref(), |name| {
-        std::env::var(name).ok()
-    })?;
     let api_base = config
         .api_base
         .clone()

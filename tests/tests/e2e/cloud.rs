@@ -155,6 +155,39 @@ fn a_bad_cloud_section_names_the_line_and_the_key() {
     );
 }
 
+/// `api_key_keyring = true`: a daemon built without the `keyring` feature refuses the config at
+/// that line; one built with it starts, and the uplink says which keyring entry it could not read
+/// (no keyring is reachable from the sandbox's clean environment, or the entry is missing).
+#[test]
+fn a_key_in_the_keyring_is_refused_without_the_feature_or_looked_up_by_service_and_account() {
+    let config = "[cloud]\nenabled = true\nendpoint = \"ws://127.0.0.1:9/v1/connect\"\n\
+                  org_id = \"e2e-keyring-org\"\napi_key_keyring = true\n";
+    if !atlasbridged::cloud::keyring::BUILT {
+        let daemon = TestDaemon::unstarted(Sandbox::new(), Options::default().config(config));
+        let output = daemon.command().output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(":5:"), "{stderr}");
+        assert!(
+            stderr.contains("the keyring feature is not built into this atlasbridged"),
+            "{stderr}"
+        );
+        return;
+    }
+    let daemon = TestDaemon::start_in(
+        Sandbox::new(),
+        Options::default().edition("enterprise").config(config),
+    );
+    crate::support::eventually("the status names the keyring entry", || {
+        let status = daemon.conn().ok("cloud.status", json!({}));
+        status["state"] == "disconnected"
+            && status["reason"] == "misconfigured"
+            && status["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("service \"atlasbridge\", account \"e2e-keyring-org\""))
+    });
+}
+
 // With the uplink on, against the test peer.
 
 /// How long a test waits for the peer to catch up.
