@@ -15,6 +15,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use atlasbridge_protocol::trace::repairs::{self, Repair};
 use atlasbridge_protocol::trace::verify::ChainKind;
 use atlasbridge_protocol::trace::{
     ChainHead, ChainMembers, EntryBody, GENESIS_PREV_HASH, IntegrityReport,
@@ -158,16 +159,39 @@ impl ChainJournal {
         };
         recovery.torn = cut_torn_tail(last)?;
 
-        // The last segment with entries, and the head it continues from.
+        let repairs =
+            repairs::load(dir).map_err(|e| StorageError::io("cannot read repairs in", dir, &e))?;
+        let repaired_from = |file: &Path| {
+            file.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| repairs::continues_from(&repairs, name))
+                .cloned()
+        };
+        // A repair that no entry followed yet: the chain continues from where it said.
+        if let Some(from) = std::fs::metadata(last)
+            .is_ok_and(|m| m.len() == 0)
+            .then(|| repaired_from(last))
+            .flatten()
+        {
+            journal.committed = from;
+            journal.staged_head = journal.committed.clone();
+            recovery.head = journal.committed.clone();
+            journal.active = Some(open_for_append(last)?);
+            return Ok((journal, recovery));
+        }
+
+        // The last segment with entries, and the head it continues from: the end of the one
+        // before it, or the entry a repair linked it to.
         let non_empty: Vec<&PathBuf> = files
             .iter()
             .filter(|f| std::fs::metadata(f).map(|m| m.len() > 0).unwrap_or(true))
             .collect();
         if let Some(tail_index) = non_empty.len().checked_sub(1) {
             let tail = non_empty[tail_index];
-            let start = match tail_index.checked_sub(1) {
-                Some(before) => Some(last_head(non_empty[before], kind)?),
-                None => None,
+            let start = match (repaired_from(tail), tail_index.checked_sub(1)) {
+                (Some(from), _) => from,
+                (None, Some(before)) => Some(last_head(non_empty[before], kind)?),
+                (None, None) => None,
             };
             let report = crate::trace::verify_segment(tail, kind, start.as_ref())
                 .map_err(|e| StorageError(format!("cannot verify {}: {e}", tail.display())))?;
@@ -237,6 +261,12 @@ impl ChainJournal {
             tag = Some(tag.map_or(1, |n| n + 1));
         }
         self.next_repair_tag = tag;
+        // Recorded before the segment exists: a segment that links elsewhere without this
+        // record is a break at the next start.
+        self.record_repair(&Repair {
+            segment: self.kind.segment_name(first_seq, tag),
+            continues_from: from.clone(),
+        })?;
         self.committed = from;
         self.staged_head = self.committed.clone();
         self.published
@@ -245,6 +275,21 @@ impl ChainJournal {
         self.refusal = None;
         let path = self.create_segment(first_seq)?;
         Ok(path)
+    }
+
+    fn record_repair(&self, repair: &Repair) -> Result<(), StorageError> {
+        let path = self.dir.join(repairs::REPAIRS_FILE);
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .map_err(|e| StorageError::io("cannot open", &path, &e))?;
+        file.write_all(&repair.line())
+            .and_then(|()| file.sync_data())
+            .map_err(|e| StorageError::io("cannot write", &path, &e))?;
+        sync_dir(&self.dir)
     }
 
     fn create_segment(&mut self, first_seq: u64) -> Result<PathBuf, StorageError> {

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod checkpoint;
 pub mod entry;
+pub mod repairs;
 pub mod report;
 pub mod scan;
 pub mod verify;

@@ -536,6 +536,16 @@ fn a_tampered_tail_stops_appends_until_repair_which_deletes_nothing() {
         (json!(false), json!(3)),
         "the break stays on record: {report}"
     );
+
+    // The repair holds across a restart: the repair segment is checked from the entry it links
+    // to, not from the end of the broken segment before it.
+    drop(conn);
+    daemon.restart();
+    let mut conn = daemon.conn();
+    let status = conn.ok("daemon.status", json!({}));
+    assert_eq!(status["health"], "ok", "{status}");
+    let next = conn.ok("decision.record", record_params("s", "p7"));
+    assert_eq!(next["seq"], 4, "{next}");
 }
 
 #[test]
@@ -575,6 +585,19 @@ fn an_emptied_trace_directory_is_reported_not_silently_restarted() {
     assert_eq!(next["seq"], 5, "continues after the last recorded head");
     let entries = all_entries(&mut conn);
     assert_eq!(entries[0]["prev_hash"], last["entry_hash"]);
+
+    drop(conn);
+    daemon.restart();
+    let mut conn = daemon.conn();
+    let status = conn.ok("daemon.status", json!({}));
+    assert_eq!(
+        status["health"], "ok",
+        "the repair holds across a restart: {status}"
+    );
+    assert_eq!(
+        conn.ok("decision.record", record_params("s", "p6"))["seq"],
+        6
+    );
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use atlasbridge_protocol::heads::{self, Continuity};
+use atlasbridge_protocol::trace::repairs;
 use atlasbridge_protocol::trace::verify::{self, ChainKind, VerifyOptions};
 use atlasbridge_protocol::trace::{BreakKind, ChainBreak, ChainHead, check_line};
 
@@ -103,6 +104,34 @@ fn head_of_files(dir: &Path, kind: ChainKind) -> Result<ChainFiles, ChainFiles> 
             )));
         }
     };
+    // Segments opened by `trace repair` continue from the entry the repair named, not from the
+    // end of the segment before them (as the daemon checks at start).
+    let repairs = repairs::load(dir).map_err(|e| {
+        ChainFiles::Unreadable(format!(
+            "cannot read {}: {e}",
+            dir.join(repairs::REPAIRS_FILE).display()
+        ))
+    })?;
+    let repaired_from = |file: &Path| {
+        file.file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| repairs::continues_from(&repairs, name))
+            .cloned()
+    };
+    if let Some(last) = files.last()
+        && std::fs::metadata(last).is_ok_and(|m| m.len() == 0)
+        && let Some(from) = repaired_from(last)
+    {
+        return Ok(match from {
+            Some(head) => ChainFiles::Valid {
+                head,
+                segment: last.clone(),
+                entries: 0,
+                torn: None,
+            },
+            None => ChainFiles::Empty,
+        });
+    }
     // A segment that cannot be stat'ed counts as non-empty, so that reading it reports why.
     let non_empty: Vec<&PathBuf> = files
         .iter()
@@ -111,8 +140,9 @@ fn head_of_files(dir: &Path, kind: ChainKind) -> Result<ChainFiles, ChainFiles> 
     let Some((tail, before)) = non_empty.split_last() else {
         return Ok(ChainFiles::Empty);
     };
-    let start = match before.last() {
-        Some(previous) => {
+    let start = match (repaired_from(tail), before.last()) {
+        (Some(from), _) => from,
+        (None, Some(previous)) => {
             let lines = last_lines(previous).map_err(ChainFiles::Unreadable)?;
             let line = lines.complete.last().map_or(&[][..], Vec::as_slice);
             match check_line(line, kind) {
@@ -136,7 +166,7 @@ fn head_of_files(dir: &Path, kind: ChainKind) -> Result<ChainFiles, ChainFiles> 
                 }
             }
         }
-        None => None,
+        (None, None) => None,
     };
     let options = VerifyOptions {
         kind,
@@ -286,6 +316,45 @@ mod tests {
     fn no_directory_is_an_empty_chain() {
         let data = tempfile::tempdir().unwrap();
         assert_eq!(inspect(data.path(), ChainKind::Trace), ChainFiles::Empty);
+    }
+
+    /// A segment `trace repair` opened links back past a broken segment: it verifies from the
+    /// entry the repair recorded, and a segment that links back without that record is a break.
+    #[test]
+    fn a_repair_segment_verifies_from_the_entry_it_was_linked_to() {
+        use atlasbridge_protocol::trace::repairs::{REPAIRS_FILE, Repair};
+        let data = tempfile::tempdir().unwrap();
+        // The first segment runs to seq 5 (the daemon found it broken at seq 3); the repair
+        // continues from seq 2.
+        let (first, _) = entries(0, 6, GENESIS_PREV_HASH);
+        let (_, hash_at_2) = entries(0, 3, GENESIS_PREV_HASH);
+        segment(data.path(), 0, &first);
+        let (repaired, last) = entries(3, 2, &hash_at_2);
+        let tail = segment(data.path(), 3, &repaired);
+        assert!(matches!(
+            inspect(data.path(), ChainKind::Trace),
+            ChainFiles::Broken { .. }
+        ));
+        let record = Repair {
+            segment: ChainKind::Trace.segment_name(3, None),
+            continues_from: Some(ChainHead {
+                seq: 2,
+                entry_hash: hash_at_2,
+            }),
+        };
+        std::fs::write(data.path().join("trace").join(REPAIRS_FILE), record.line()).unwrap();
+        assert_eq!(
+            inspect(data.path(), ChainKind::Trace),
+            ChainFiles::Valid {
+                head: ChainHead {
+                    seq: 4,
+                    entry_hash: last
+                },
+                segment: tail,
+                entries: 2,
+                torn: None,
+            }
+        );
     }
 
     #[test]
