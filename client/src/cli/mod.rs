@@ -173,6 +173,7 @@ pub(crate) enum CliError {
 
 /// Entry point of the `atlasbridge` binary.
 pub fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let args = Args::parse();
     let out = Output::new(args.json);
     let socket = match paths::socket_path(args.socket.as_deref(), &ProcessEnvironment) {
@@ -212,6 +213,29 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => report(&ctx, &e),
     }
+}
+
+/// Exit status when whoever reads our output went away (`atlasbridge trace tail | head`): what
+/// a shell reports for a process killed by SIGPIPE, 128 + 13.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe panics with "Broken pipe" instead of
+/// ending the process quietly as command-line tools do. That panic, and only that one, exits
+/// with [`EXIT_BROKEN_PIPE`] and no message; any other panic is reported as before.
+fn quiet_on_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        report(info);
+    }));
 }
 
 fn report(ctx: &Context, error: &CliError) -> ExitCode {

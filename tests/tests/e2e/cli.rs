@@ -197,3 +197,35 @@ fn daemon_start_reports_a_daemon_that_cannot_start() {
         out.stderr
     );
 }
+
+/// `atlasbridge … | head`: when the reader has gone, the CLI ends quietly with 141 (what a
+/// shell shows for SIGPIPE) instead of a panic and its backtrace.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let daemon = TestDaemon::unstarted(Sandbox::new(), Options::default());
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/policies/safe-default.yaml");
+    let out = std::process::Command::new(crate::support::CLI)
+        .env_clear()
+        .envs(daemon.env())
+        .env("ATLASBRIDGE_EDITION", "pro")
+        .args(["policy", "validate"])
+        .arg(&policy)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
