@@ -936,6 +936,9 @@ fn signed_checkpoints_reach_the_cloud_and_acknowledged_ones_are_not_sent_again()
     let acked = cursor["checkpoint"]
         .as_u64()
         .expect("acknowledged checkpoints");
+    // Before the restart a checkpoint may have gone out twice (a reconnect forgets what was on
+    // its way; the cloud keeps one); what was acknowledged must not go out again after it.
+    let sent_before = sent(&peer).len();
     daemon.launch();
     // The final checkpoint written at stop and the first at start follow.
     let total = std::fs::read_to_string(&checkpoints)
@@ -954,11 +957,15 @@ fn signed_checkpoints_reach_the_cloud_and_acknowledged_ones_are_not_sent_again()
         },
         CATCH_UP
     ));
+    let sent_after = sent(&peer)[sent_before..].to_vec();
+    assert!(
+        sent_after.iter().all(|seq| *seq > acked),
+        "checkpoints up to {acked} were acknowledged, then sent again: {sent_after:?}"
+    );
     for seq in 0..=acked {
-        let times = sent(&peer).iter().filter(|s| **s == seq).count();
-        assert_eq!(
-            times, 1,
-            "checkpoint {seq} was acknowledged, then sent {times} times"
+        assert!(
+            sent(&peer).contains(&seq),
+            "checkpoint {seq} never reached the cloud"
         );
     }
 }
