@@ -51,6 +51,11 @@ pub enum ValueKind {
     ApiBase,
     /// `ed25519:<base64url>`.
     PublicKey,
+    /// A group name, or a numeric gid (a string of digits or an integer).
+    Group,
+    /// A table of user or group names (or numeric ids) → `viewer`, `operator`, `admin` or
+    /// `owner`, in any case. Whether the names exist is left to the daemon, which looks them up.
+    Roles,
 }
 
 /// One key of the config file.
@@ -197,6 +202,20 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         "\"manual\"",
     ),
     key(Some("cloud"), "honor_kill_switch", ValueKind::Bool, "false"),
+    key(Some("cloud"), "api_key_keyring", ValueKind::Bool, "false"),
+    key(Some("roles"), "socket_group", ValueKind::Group, "0"),
+    key(
+        Some("roles"),
+        "users",
+        ValueKind::Roles,
+        "{ \"0\" = \"viewer\" }",
+    ),
+    key(
+        Some("roles"),
+        "groups",
+        ValueKind::Roles,
+        "{ \"0\" = \"operator\" }",
+    ),
 ];
 
 /// One problem of the file, at a 1-based line and column.
@@ -511,6 +530,33 @@ fn check_value(spec: &ConfigKey, value: &DeValue<'_>) -> Result<Scalar, String> 
                 ));
             }
             Ok(Scalar::Text(key))
+        }
+        ValueKind::Group => match value {
+            DeValue::String(group) if !group.trim().is_empty() => {
+                Ok(Scalar::Text(group.to_string()))
+            }
+            DeValue::Integer(gid) if !gid.as_str().starts_with('-') => {
+                Ok(Scalar::Text(gid.as_str().to_owned()))
+            }
+            _ => Err(format!("{name} must be a group name or a numeric gid")),
+        },
+        ValueKind::Roles => {
+            let DeValue::Table(table) = value else {
+                return Err(format!("{name} must be a table of names and roles"));
+            };
+            for (who, role) in table {
+                let role_ok = matches!(role.get_ref(), DeValue::String(role)
+                    if ["viewer", "operator", "admin", "owner"]
+                        .iter()
+                        .any(|known| known.eq_ignore_ascii_case(role)));
+                if !role_ok {
+                    return Err(format!(
+                        "{name}.{}: the role must be viewer, operator, admin or owner",
+                        who.get_ref()
+                    ));
+                }
+            }
+            Ok(Scalar::Text(String::new()))
         }
     }
 }
