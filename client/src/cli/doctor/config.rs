@@ -622,7 +622,7 @@ mod tests {
                  risk_classifier, policy_pinning, audit_integrity_check, rbac, policy_lifecycle, \
                  cloud_policy_sync, cloud_audit_stream, cloud_control_channel, web_dashboard",
                 "7:2: unknown key `nonsense`; expected `edition` or one of the tables [cloud], \
-                 [daemon], [features], [logging], [policy], [risk], [trace]",
+                 [daemon], [features], [logging], [policy], [risk], [roles], [trace]",
             ]
         );
     }
