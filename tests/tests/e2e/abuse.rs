@@ -899,3 +899,47 @@ fn a_client_writing_faster_than_it_reads_gets_backpressure_not_unbounded_memory(
         mib(growth_kib)
     );
 }
+
+/// A subscriber that disconnects ends its subscription and frees its connection slot even
+/// when no new entry comes to reveal that it is gone. (The feed used to hold the connection until
+/// the next entry failed to write, so that `max_connections` such clients on a quiet trace
+/// locked every other client out.)
+#[test]
+fn a_subscriber_that_disconnects_frees_its_slot_on_a_quiet_trace() {
+    let daemon = TestDaemon::start_with(
+        Options::default()
+            .edition("pro")
+            .config("[daemon]\nmax_connections = 2\n"),
+    );
+    for round in 0..5 {
+        eventually(&format!("a slot for subscriber {round}"), || {
+            let mut subscriber = Conn::open(&daemon.socket()).unwrap();
+            matches!(subscriber.try_call("trace.subscribe", json!({})), Ok(Ok(_)))
+        });
+    }
+    eventually("every subscriber is gone", || {
+        Conn::open(&daemon.socket())
+            .and_then(|mut conn| conn.try_call("daemon.status", json!({})))
+            .is_ok_and(|status| status.is_ok_and(|status| status["connections"] == 1))
+    });
+}
+
+/// A subscriber that closes its writing side gets the answers to what it sent, then the end of
+/// its subscription and of the connection.
+#[test]
+fn a_subscriber_that_closes_its_side_gets_its_answer_then_the_end() {
+    let daemon = TestDaemon::start_with(Options::default().edition("pro"));
+    let stream = UnixStream::connect(daemon.socket()).unwrap();
+    write_quietly(&stream, &request(1, "trace.subscribe", &json!({})));
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let bytes = read_raw_to_end(&stream);
+    let messages: Vec<Value> = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["id"], 1, "{messages:?}");
+    assert!(messages[0]["result"].is_object(), "{messages:?}");
+    assert_eq!(messages[1]["method"], "trace.subscription_ended");
+    assert_eq!(messages[1]["params"]["reason"], "closed");
+}
