@@ -12,6 +12,9 @@
 //! On shutdown the reader stops taking new lines, requests already taken run to completion and
 //! their replies are flushed, then the connection is closed. Lines the daemon had not read yet
 //! get no reply; the client sees end-of-file and retries against the next daemon.
+//!
+//! When the client closes its end (or the reader stops for any other reason), the requests
+//! already read are answered, then its subscriptions end and the connection closes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -69,6 +72,7 @@ pub async fn serve(
         closed.clone(),
     ));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let finished = CancellationToken::new();
 
     let connection = Connection {
         daemon,
@@ -77,6 +81,7 @@ pub async fn serve(
         handle: ConnectionHandle {
             outbound,
             closed,
+            finished: finished.clone(),
             subscriptions: Arc::new(AtomicUsize::new(0)),
             tracker,
         },
@@ -88,6 +93,9 @@ pub async fn serve(
     // Let every request already taken finish; each one holds a permit until its reply is queued.
     let all = u32::try_from(limits.max_in_flight).unwrap_or(u32::MAX);
     let _drained = in_flight.acquire_many(all).await;
+    // Then end the subscriptions: their feeds hold the reply queue open, and a client that has
+    // closed the socket is only noticed when a write fails, which on a quiet trace is never.
+    finished.cancel();
     // The writer ends once the queue is empty and every sender is gone.
     if let Err(e) = writer.await {
         warn!(error = %e, "connection writer task failed");

@@ -5,6 +5,7 @@
 // A test fails by panicking; in the fixture too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod abuse;
 mod autopilot;
 mod cli;
 mod client_lib;

@@ -79,6 +79,10 @@ pub struct ConnectionHandle {
     pub outbound: mpsc::Sender<Bytes>,
     /// Fired when the connection closes.
     pub closed: CancellationToken,
+    /// Fired once the client has sent its last request (end of file, or the connection is
+    /// being closed) and every request read has been answered: subscriptions end then, since
+    /// nothing else would notice that a client which closed the socket is gone.
+    pub finished: CancellationToken,
     /// Live subscriptions on this connection (a connection with one is never idle).
     pub subscriptions: Arc<AtomicUsize>,
     /// Tracks tasks that must finish before the daemon exits.

@@ -207,6 +207,7 @@ async fn feed(
     loop {
         let received = tokio::select! {
             () = connection.closed.cancelled() => return ("closed", last_sent),
+            () = connection.finished.cancelled() => return ("closed", last_sent),
             () = shutdown.cancelled() => return ("shutdown", last_sent),
             received = live.recv() => received,
         };
@@ -236,6 +237,7 @@ async fn send(
 ) -> bool {
     tokio::select! {
         () = connection.closed.cancelled() => false,
+        () = connection.finished.cancelled() => false,
         () = shutdown.cancelled() => false,
         sent = connection.outbound.send(line) => sent.is_ok(),
     }
