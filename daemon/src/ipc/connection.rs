@@ -5,9 +5,10 @@
 //! memory:
 //! - at most `max_requests_in_flight` requests run at once; when all are busy the reader stops
 //!   reading, and the kernel's socket buffer pushes back on the client;
-//! - replies wait in a queue of [`OUTBOUND_QUEUE`] lines; a client that stops reading fills it,
-//!   which holds its in-flight slots, which stops its reader — and after `write_timeout` without
-//!   progress the connection is closed. Other clients are never involved.
+//! - replies wait in a queue of at most [`reply_queue::QUEUE_LINES`] lines and
+//!   [`reply_queue::QUEUE_BYTES`] bytes; a client that stops reading fills it, which holds its
+//!   in-flight slots, which stops its reader — and after `write_timeout` without progress the
+//!   connection is closed. Other clients are never involved.
 //!
 //! On shutdown the reader stops taking new lines, requests already taken run to completion and
 //! their replies are flushed, then the connection is closed. Lines the daemon had not read yet
@@ -22,12 +23,13 @@ use std::time::Duration;
 
 use atlasbridge_protocol::framing::{Frame, LineCodec, MAX_LINE_BYTES};
 use atlasbridge_protocol::jsonrpc::{Incoming, Response, parse_incoming};
+use atlasbridge_protocol::methods as m;
 use atlasbridge_protocol::{ErrorCode, ErrorObject, Id};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::Stream;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,10 +37,13 @@ use tracing::{debug, warn};
 
 use super::handlers::{self, AfterReply, ConnectionHandle, RequestContext};
 use super::peer::Caller;
+use super::reply_queue::{self, QueuedLines, ReplyQueue};
 use crate::state::Daemon;
 
-/// Replies waiting to be written, per connection.
-pub const OUTBOUND_QUEUE: usize = 256;
+/// `trace.read`/`audit.read` requests of one connection running at once. Their replies are up to
+/// 768 KiB each, so 64 of them waiting for room in the reply queue would cost about 100 MiB per
+/// client; four keep that to a few MiB, and pages are read one after another anyway.
+const PAGE_READS_IN_FLIGHT: usize = 4;
 
 /// Writes are gathered up to this many bytes before one `write_all`.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -64,7 +69,7 @@ pub async fn serve(
 ) {
     let stream = Arc::new(stream);
     let closed = CancellationToken::new();
-    let (outbound, queue) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE);
+    let (outbound, queue) = reply_queue::reply_queue();
     let writer = tokio::spawn(write_replies(
         Arc::clone(&stream),
         queue,
@@ -72,6 +77,7 @@ pub async fn serve(
         closed.clone(),
     ));
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let page_reads = Arc::new(Semaphore::new(PAGE_READS_IN_FLIGHT));
     let finished = CancellationToken::new();
 
     let connection = Connection {
@@ -86,6 +92,7 @@ pub async fn serve(
             tracker,
         },
         in_flight: Arc::clone(&in_flight),
+        page_reads,
     };
     connection.read_requests(&stream).await;
     drop(connection);
@@ -110,6 +117,8 @@ struct Connection {
     /// written to), the subscription count.
     handle: ConnectionHandle,
     in_flight: Arc<Semaphore>,
+    /// Of those, requests that read a page of a chain (large replies).
+    page_reads: Arc<Semaphore>,
 }
 
 impl Connection {
@@ -186,6 +195,19 @@ impl Connection {
                 Err(_closed) => return false,
             },
         };
+        let page_read = if method == m::TRACE_READ || method == m::AUDIT_READ {
+            tokio::select! {
+                biased;
+                () = self.daemon.shutdown_token().cancelled() => return false,
+                () = self.handle.closed.cancelled() => return false,
+                permit = Arc::clone(&self.page_reads).acquire_owned() => match permit {
+                    Ok(permit) => Some(permit),
+                    Err(_closed) => return false,
+                },
+            }
+        } else {
+            None
+        };
         let daemon = Arc::clone(&self.daemon);
         let caller = self.caller.clone();
         let handle = self.handle.clone();
@@ -197,12 +219,14 @@ impl Connection {
             };
             let handled = handlers::dispatch(&ctx, &method, params).await;
             if let Some(id) = id {
-                let response = Response {
+                // Encoded, then dropped: only the line waits for room in the queue.
+                let line = encode(&Response {
                     id,
                     outcome: handled.outcome,
-                };
-                enqueue(&handle.outbound, &handle.closed, encode(&response)).await;
+                });
+                enqueue(&handle.outbound, &handle.closed, line).await;
             }
+            drop(page_read);
             drop(permit);
             match handled.after {
                 Some(AfterReply::Shutdown) => daemon.request_shutdown(),
@@ -241,7 +265,7 @@ fn encode(response: &Response) -> Bytes {
 }
 
 /// Queues a line for the writer; false once the connection is closed.
-async fn enqueue(outbound: &mpsc::Sender<Bytes>, closed: &CancellationToken, line: Bytes) -> bool {
+async fn enqueue(outbound: &ReplyQueue, closed: &CancellationToken, line: Bytes) -> bool {
     tokio::select! {
         biased;
         () = closed.cancelled() => false,
@@ -251,23 +275,29 @@ async fn enqueue(outbound: &mpsc::Sender<Bytes>, closed: &CancellationToken, lin
 
 async fn write_replies(
     stream: Arc<Stream>,
-    mut queue: mpsc::Receiver<Bytes>,
+    mut queue: QueuedLines,
     write_timeout: Duration,
     closed: CancellationToken,
 ) {
     let mut writer = &*stream;
     let mut batch = Vec::with_capacity(8 * 1024);
+    let mut taken: Vec<Bytes> = Vec::new();
     while let Some(first) = queue.recv().await {
         batch.clear();
         batch.extend_from_slice(&first);
+        taken.clear();
+        taken.push(first);
         while batch.len() < WRITE_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
+                Some(more) => {
+                    batch.extend_from_slice(&more);
+                    taken.push(more);
+                }
+                None => break,
             }
         }
         match tokio::time::timeout(write_timeout, writer.write_all(&batch)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => queue.written(&taken),
             Ok(Err(e)) => {
                 debug!(error = %e, "write failed; closing connection");
                 closed.cancel();

@@ -5,5 +5,6 @@
 pub mod connection;
 pub mod handlers;
 pub mod peer;
+pub mod reply_queue;
 pub mod server;
 pub mod socket;

@@ -943,3 +943,100 @@ fn a_subscriber_that_closes_its_side_gets_its_answer_then_the_end() {
     assert_eq!(messages[1]["method"], "trace.subscription_ended");
     assert_eq!(messages[1]["params"]["reason"], "closed");
 }
+
+/// Large replies that a client never reads: the reply queue is bounded in bytes, not only in
+/// lines. (With a bound of 256 lines alone, three such clients took the daemon from about 24 to
+/// 300 MiB: 256 queued `trace.read` pages of some 700 KB each, per connection.)
+#[test]
+fn large_replies_a_client_never_reads_cost_a_bounded_amount_of_memory() {
+    const CLIENTS: usize = 3;
+    const REQUESTS: u64 = 400;
+    let daemon = TestDaemon::start_with(
+        Options::default()
+            .edition("pro")
+            .config("[daemon]\nwrite_timeout_s = 60\n\n[trace]\ndurability = \"none\"\n"),
+    );
+    let pid = daemon.pid();
+    let mut conn = daemon.conn();
+    // A thousand entries with long prompt ids make each page of 1,000 entries large.
+    let filler = "x".repeat(200);
+    for n in 0..1_000 {
+        conn.ok(
+            "decision.record",
+            json!({
+                "session_id": "large-replies",
+                "prompt_id": format!("p{n}-{filler}"),
+                "prompt_type": "yes_no",
+                "action_taken": "auto_reply",
+            }),
+        );
+    }
+    let read = json!({"from_seq": 0, "limit": 1000});
+    let page_bytes = serde_json::to_vec(&conn.ok("trace.read", read.clone()))
+        .unwrap()
+        .len() as u64;
+    let baseline_kib = memory_kib(pid, "VmRSS:").unwrap();
+    let sampler = MemorySampler::start(pid);
+    let mut held = Vec::new();
+    for _ in 0..CLIENTS {
+        let stream = UnixStream::connect(daemon.socket()).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let read = read.clone();
+        // Written from a thread: the daemon stops reading once the queue is full, and the
+        // kernel's buffer then blocks the writer, as it should.
+        std::thread::spawn(move || {
+            for id in 0..REQUESTS {
+                if (&writer)
+                    .write_all(&request(id, "trace.read", &read))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        held.push(stream);
+    }
+    // Let every connection fill what it can: until the daemon's memory has not grown for three
+    // seconds (building a page takes a while in a debug build).
+    let started = Instant::now();
+    let mut settled = (memory_kib(pid, "VmRSS:").unwrap(), Instant::now());
+    while settled.1.elapsed() < Duration::from_secs(3) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "memory kept growing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = memory_kib(pid, "VmRSS:").unwrap();
+        if now > settled.0 + 1024 {
+            settled = (now, Instant::now());
+        }
+    }
+    let (peak_kib, samples) = sampler.finish();
+    conn.ok("daemon.status", json!({}));
+    drop(held);
+
+    let growth_kib = peak_kib.saturating_sub(baseline_kib);
+    let lines_only_kib = CLIENTS as u64 * 256 * page_bytes / 1024;
+    println!(
+        "large replies: pages of {} KiB; daemon RSS {} before, peak {} with {CLIENTS} clients \
+         not reading ({samples} samples); a queue bounded by lines alone would hold {}",
+        page_bytes / 1024,
+        mib(baseline_kib),
+        mib(peak_kib),
+        mib(lines_only_kib),
+    );
+    // Per connection: 4 MiB queued, plus at most four page reads in flight, each holding its
+    // page while it waits for room (twice, to allow for the structure the line was encoded
+    // from); far below the 256 pages a line count alone would allow.
+    let bound_kib = CLIENTS as u64 * (4 * 1024 + 4 * 2 * page_bytes / 1024) + 32 * 1024;
+    assert!(
+        growth_kib < bound_kib,
+        "RSS grew by {} (bound {}) while {CLIENTS} clients did not read",
+        mib(growth_kib),
+        mib(bound_kib)
+    );
+    assert!(
+        bound_kib < lines_only_kib,
+        "the test would not tell the two apart"
+    );
+}

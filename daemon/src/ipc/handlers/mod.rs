@@ -18,12 +18,10 @@ use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::jsonrpc::decode_params;
 use atlasbridge_protocol::methods::{self as m, Role};
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -76,7 +74,7 @@ impl Handled {
 #[derive(Debug, Clone)]
 pub struct ConnectionHandle {
     /// Lines to the client.
-    pub outbound: mpsc::Sender<Bytes>,
+    pub outbound: crate::ipc::reply_queue::ReplyQueue,
     /// Fired when the connection closes.
     pub closed: CancellationToken,
     /// Fired once the client has sent its last request (end of file, or the connection is

@@ -205,10 +205,13 @@ async fn feed(
         next = batch.last().map_or(live_from, |e| e.seq + 1);
     }
     loop {
+        // Biased, shutdown first: a stopping daemon also finishes every connection, and the
+        // subscriber should hear why (`shutdown`), not just that it ended.
         let received = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return ("shutdown", last_sent),
             () = connection.closed.cancelled() => return ("closed", last_sent),
             () = connection.finished.cancelled() => return ("closed", last_sent),
-            () = shutdown.cancelled() => return ("shutdown", last_sent),
             received = live.recv() => received,
         };
         match received {
