@@ -40,6 +40,26 @@ impl Pos {
             column: to_u64(e.marker().col()).saturating_add(1),
         }
     }
+
+    /// Just after the last character of `text`, with line breaks counted as YAML counts them
+    /// (`\r\n`, `\r` or `\n`).
+    fn end_of(text: &str) -> Self {
+        let mut end = Self { line: 1, column: 1 };
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' if chars.peek() == Some(&'\n') => {}
+                '\r' | '\n' => {
+                    end = Self {
+                        line: end.line + 1,
+                        column: 1,
+                    }
+                }
+                _ => end.column += 1,
+            }
+        }
+        end
+    }
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -127,13 +147,16 @@ pub(crate) struct Parsed {
 /// Parses one YAML document. An empty text (or comments only) gives `root: None` and no
 /// error; a syntax error gives `root: None` and that error.
 pub(crate) fn parse(text: &str) -> Parsed {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        end: Pos::end_of(text),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
         let step = match next {
             Ok((event, span)) => builder.on_event(event, span),
             Err(e) => Err(TreeError {
-                pos: Pos::of_error(&e),
+                pos: Pos::of_error(&e).min(builder.end),
                 path: builder.current_path(),
                 message: format!("YAML syntax error: {}", e.info()),
             }),
@@ -171,6 +194,10 @@ enum Frame {
 
 #[derive(Debug, Default)]
 struct Builder {
+    /// Where the text ends. The parser reports what it finds at the end of the input on the
+    /// line after the last one, as if the text ended with a line break; positions are capped
+    /// here so that every one of them is inside the file.
+    end: Pos,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
@@ -181,7 +208,7 @@ struct Builder {
 
 impl Builder {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), TreeError> {
-        let pos = Pos::of(span);
+        let pos = Pos::of(span).min(self.end);
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => Ok(()),
             Event::DocumentStart(_) => {
@@ -539,6 +566,17 @@ mod tests {
         assert!(parsed.root.is_none());
         assert_eq!(parsed.errors.len(), 1);
         assert!(parsed.errors[0].pos.line >= 2, "{:?}", parsed.errors);
+    }
+
+    /// Found by fuzzing (`policy_yaml`, input `[`): the parser reports an error at the end of
+    /// the input on the line after the last one, which an editor cannot jump to.
+    #[test]
+    fn positions_at_the_end_stay_inside_the_text() {
+        for (text, line, column) in [("[", 1, 2), ("[\n", 2, 1), ("a: [1,\r\n  2", 2, 4)] {
+            let parsed = parse(text);
+            assert!(parsed.root.is_none(), "{text:?}");
+            assert_eq!(parsed.errors[0].pos, Pos { line, column }, "{text:?}");
+        }
     }
 
     #[test]
