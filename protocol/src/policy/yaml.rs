@@ -43,7 +43,7 @@ impl Pos {
 
     /// Just after the last character of `text`, with line breaks counted as YAML counts them
     /// (`\r\n`, `\r` or `\n`).
-    fn end_of(text: &str) -> Self {
+    pub(crate) fn end_of(text: &str) -> Self {
         let mut end = Self { line: 1, column: 1 };
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
