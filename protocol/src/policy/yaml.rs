@@ -285,6 +285,10 @@ impl Builder {
                         format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
                     ));
                 }
+                // A copy nests as deep as its original, counted from where it is put.
+                if self.stack.len() + depth(target) > MAX_DEPTH {
+                    return Err(self.fatal(pos, format!("nested deeper than {MAX_DEPTH} levels")));
+                }
                 let node = target.clone();
                 self.complete(node, 0);
                 Ok(())
@@ -416,6 +420,21 @@ fn count_nodes(node: &Node) -> usize {
             .iter()
             .map(|(k, v)| count_nodes(k) + count_nodes(v))
             .sum(),
+    }
+}
+
+/// Collections on the longest path down from `node` (0 for a scalar).
+fn depth(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar(_) => 0,
+        Value::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| depth(k).max(depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
     }
 }
 
@@ -603,6 +622,31 @@ mod tests {
         let parsed = parse(&deep);
         assert!(parsed.root.is_none());
         assert!(parsed.errors[0].message.contains("nested deeper"));
+    }
+
+    /// Found with the `policy_yaml` fuzz target's re-validation property (a hand-written input
+    /// of nested `any_of` blocks): an alias copied a deep block under another one, so the
+    /// document nested far deeper than the bound (400 levels within the alias budget); its
+    /// normal form could neither be written back as a policy file nor read back as JSON.
+    #[test]
+    fn aliases_cannot_nest_past_the_bound() {
+        let nest = |n: usize, inner: &str| {
+            (0..n).fold(inner.to_owned(), |s, _| format!("{{any_of: [{s}]}}"))
+        };
+        let copy = |n: usize| format!("a: &a {}\nb: {}\n", nest(n, "x"), nest(n, "*a"));
+        let parsed = parse(&copy(10));
+        assert!(parsed.root.is_some(), "{:?}", parsed.errors);
+        // 41 levels written, 81 once copied.
+        let parsed = parse(&copy(20));
+        assert!(parsed.root.is_none());
+        assert!(parsed.errors[0].message.contains("nested deeper"));
+        // A copy that reaches the bound exactly is fine, one level more is not: as without
+        // aliases.
+        let at = |inner: &str| format!("a: &a [x]\nb: {}\n", nest(31, inner));
+        assert!(parse(&at("*a")).root.is_some());
+        assert!(parse(&at("[x]")).root.is_some());
+        assert!(parse(&at("[*a]")).root.is_none());
+        assert!(parse(&at("[[x]]")).root.is_none());
     }
 
     #[test]
