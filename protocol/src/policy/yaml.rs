@@ -44,22 +44,47 @@ impl Pos {
     /// Just after the last character of `text`, with line breaks counted as YAML counts them
     /// (`\r\n`, `\r` or `\n`).
     pub(crate) fn end_of(text: &str) -> Self {
-        let mut end = Self { line: 1, column: 1 };
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            match c {
-                '\r' if chars.peek() == Some(&'\n') => {}
-                '\r' | '\n' => {
-                    end = Self {
-                        line: end.line + 1,
-                        column: 1,
-                    }
+        Self::end_of_lines(&line_widths(text))
+    }
+
+    fn end_of_lines(widths: &[u64]) -> Self {
+        Self {
+            line: to_u64(widths.len()).max(1),
+            column: widths.last().map_or(1, |w| w + 1),
+        }
+    }
+
+    /// The nearest place that exists in a text whose lines are `widths` characters long: this
+    /// one, or the end of its line, or the end of the text.
+    fn within(self, widths: &[u64]) -> Self {
+        let index = usize::try_from(self.line.saturating_sub(1)).unwrap_or(usize::MAX);
+        match widths.get(index) {
+            Some(width) => Self {
+                line: self.line.max(1),
+                column: self.column.clamp(1, width + 1),
+            },
+            None => Self::end_of_lines(widths),
+        }
+    }
+}
+
+/// Characters on each line of `text` (at least one line), line breaks not counted and counted
+/// as YAML counts them (`\r\n`, `\r` or `\n`).
+fn line_widths(text: &str) -> Vec<u64> {
+    let mut widths = vec![0u64];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' => widths.push(0),
+            _ => {
+                if let Some(w) = widths.last_mut() {
+                    *w += 1;
                 }
-                _ => end.column += 1,
             }
         }
-        end
     }
+    widths
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -148,7 +173,7 @@ pub(crate) struct Parsed {
 /// error; a syntax error gives `root: None` and that error.
 pub(crate) fn parse(text: &str) -> Parsed {
     let mut builder = Builder {
-        end: Pos::end_of(text),
+        line_widths: line_widths(text),
         ..Builder::default()
     };
     let mut parser = Parser::new_from_str(text);
@@ -156,7 +181,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
         let step = match next {
             Ok((event, span)) => builder.on_event(event, span),
             Err(e) => Err(TreeError {
-                pos: Pos::of_error(&e).min(builder.end),
+                pos: Pos::of_error(&e).within(&builder.line_widths),
                 path: builder.current_path(),
                 message: format!("YAML syntax error: {}", e.info()),
             }),
@@ -194,10 +219,11 @@ enum Frame {
 
 #[derive(Debug, Default)]
 struct Builder {
-    /// Where the text ends. The parser reports what it finds at the end of the input on the
-    /// line after the last one, as if the text ended with a line break; positions are capped
-    /// here so that every one of them is inside the file.
-    end: Pos,
+    /// Characters on each line of the text. The parser's positions can lie outside it: it
+    /// reports what it finds at the end of the input on the line after the last one, and it
+    /// counts the bytes, not the characters, of a directive (`%…`) line. Positions are moved
+    /// to the nearest place inside the file.
+    line_widths: Vec<u64>,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
@@ -208,7 +234,7 @@ struct Builder {
 
 impl Builder {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), TreeError> {
-        let pos = Pos::of(span).min(self.end);
+        let pos = Pos::of(span).within(&self.line_widths);
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => Ok(()),
             Event::DocumentStart(_) => {
@@ -587,11 +613,18 @@ mod tests {
         assert!(parsed.errors[0].pos.line >= 2, "{:?}", parsed.errors);
     }
 
-    /// Found by fuzzing (`policy_yaml`, input `[`): the parser reports an error at the end of
-    /// the input on the line after the last one, which an editor cannot jump to.
+    /// Found by fuzzing (`policy_yaml`, inputs `[` and `%叫\0\n`): the parser reports an error
+    /// at the end of the input on the line after the last one, and counts the bytes of a
+    /// directive line, so it can name a place that does not exist.
     #[test]
-    fn positions_at_the_end_stay_inside_the_text() {
-        for (text, line, column) in [("[", 1, 2), ("[\n", 2, 1), ("a: [1,\r\n  2", 2, 4)] {
+    fn positions_stay_inside_the_text() {
+        for (text, line, column) in [
+            ("[", 1, 2),
+            ("[\n", 2, 1),
+            ("a: [1,\r\n  2", 2, 4),
+            // Also found by fuzzing: the parser counts a directive line in bytes.
+            ("%\u{53eb}\u{0}\n", 1, 4),
+        ] {
             let parsed = parse(text);
             assert!(parsed.root.is_none(), "{text:?}");
             assert_eq!(parsed.errors[0].pos, Pos { line, column }, "{text:?}");
