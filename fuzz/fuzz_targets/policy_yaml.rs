@@ -16,19 +16,23 @@ use atlasbridge_protocol::policy::{
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
 
-/// A directory of this process's own, holding the policy's (nonexistent) file name and one
-/// real base, so that relative `extends` resolve here and `extends: v1-base.yaml` merges.
+const BASE: &str = include_str!("../../tests/vectors/policies/v1-base.yaml");
+
+/// One directory under the system temp directory, shared by every fuzzing process, holding the
+/// policy's (nonexistent) file name and one real base, so that relative `extends` resolve here
+/// and `extends: v1-base.yaml` merges. The base is replaced atomically and only when it differs,
+/// so that parallel processes never see it half written.
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("atlasbridge-fuzz-policy-{}", std::process::id()));
+        let dir = std::env::temp_dir().join("atlasbridge-fuzz-policy");
         std::fs::create_dir_all(&dir).expect("create the fuzz directory");
-        std::fs::write(
-            dir.join("v1-base.yaml"),
-            include_str!("../../tests/vectors/policies/v1-base.yaml"),
-        )
-        .expect("write the base policy");
+        let base = dir.join("v1-base.yaml");
+        if std::fs::read_to_string(&base).ok().as_deref() != Some(BASE) {
+            let tmp = dir.join(format!("v1-base.yaml.{}", std::process::id()));
+            std::fs::write(&tmp, BASE).expect("write the base policy");
+            std::fs::rename(&tmp, &base).expect("put the base policy in place");
+        }
         dir
     })
 }
@@ -68,9 +72,11 @@ fn check_text(text: &str, file: &Path) {
 
 /// A file that is not UTF-8 is refused at the first bad byte, placed like every other problem.
 fn check_not_utf8(bytes: &[u8], valid_up_to: usize) {
-    let file = dir().join("raw.yaml");
+    let file = dir().join(format!("raw-{}.yaml", std::process::id()));
     std::fs::write(&file, bytes).expect("write the input");
-    let err = load_file(&file).expect_err("a file that is not UTF-8 does not load");
+    let loaded = load_file(&file);
+    let _ = std::fs::remove_file(&file);
+    let err = loaded.expect_err("a file that is not UTF-8 does not load");
     assert_eq!(err.errors.len(), 1, "{err}");
     let prefix = std::str::from_utf8(&bytes[..valid_up_to]).expect("the valid prefix");
     let (line, column) = end_of(prefix);
