@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::PolicyError;
 use super::model::{Defaults, Policy, PolicyVersion};
 use super::validate;
+use super::yaml::Pos;
 
 /// Longest chain of files (the first one included); no real policy comes close, and it keeps a
 /// generated chain from costing unbounded work.
@@ -189,20 +190,20 @@ fn canonical(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Reads a policy file as UTF-8; a problem is reported at `0:0`, or at the line of the first
-/// byte that is not UTF-8.
+/// Reads a policy file as UTF-8; a problem is reported at `0:0`, or at the line and column of
+/// the first byte that is not UTF-8.
 pub(crate) fn read_policy_text(path: &Path) -> Result<String, PolicyError> {
     let bytes = std::fs::read(path).map_err(|e| {
         PolicyError::new(path, 0, 0, "", format!("cannot read the policy file: {e}"))
     })?;
     String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        // Placed like every other problem: columns in characters, lines as YAML breaks them.
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
+        let at = Pos::end_of(&valid);
         PolicyError::new(
             path,
-            u64::try_from(line).unwrap_or(u64::MAX),
-            u64::try_from(column).unwrap_or(u64::MAX),
+            at.line,
+            at.column,
             "",
             "the policy file is not valid UTF-8",
         )
@@ -246,5 +247,21 @@ mod tests {
         assert_eq!((e.line, e.column), (2, 9));
         let missing = read_policy_text(&dir.path().join("nope.yaml")).unwrap_err();
         assert_eq!((missing.line, missing.column), (0, 0));
+    }
+
+    /// Found by fuzzing (`policy_yaml`, the bytes d7 8b 97): the column counted bytes, not
+    /// characters, and a lone `\r` did not start a line as it does for the YAML parser.
+    #[test]
+    fn non_utf8_is_placed_in_characters_and_yaml_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, b"\xd7\x8b\x97").unwrap();
+        let e = read_policy_text(&path).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 2));
+        let mut text = "a: \"é\"\rname: é\r\nb: ".as_bytes().to_vec();
+        text.push(0xff);
+        std::fs::write(&path, text).unwrap();
+        let e = read_policy_text(&path).unwrap_err();
+        assert_eq!((e.line, e.column), (3, 4));
     }
 }

@@ -40,6 +40,51 @@ impl Pos {
             column: to_u64(e.marker().col()).saturating_add(1),
         }
     }
+
+    /// Just after the last character of `text`, with line breaks counted as YAML counts them
+    /// (`\r\n`, `\r` or `\n`).
+    pub(crate) fn end_of(text: &str) -> Self {
+        Self::end_of_lines(&line_widths(text))
+    }
+
+    fn end_of_lines(widths: &[u64]) -> Self {
+        Self {
+            line: to_u64(widths.len()).max(1),
+            column: widths.last().map_or(1, |w| w + 1),
+        }
+    }
+
+    /// The nearest place that exists in a text whose lines are `widths` characters long: this
+    /// one, or the end of its line, or the end of the text.
+    fn within(self, widths: &[u64]) -> Self {
+        let index = usize::try_from(self.line.saturating_sub(1)).unwrap_or(usize::MAX);
+        match widths.get(index) {
+            Some(width) => Self {
+                line: self.line.max(1),
+                column: self.column.clamp(1, width + 1),
+            },
+            None => Self::end_of_lines(widths),
+        }
+    }
+}
+
+/// Characters on each line of `text` (at least one line), line breaks not counted and counted
+/// as YAML counts them (`\r\n`, `\r` or `\n`).
+fn line_widths(text: &str) -> Vec<u64> {
+    let mut widths = vec![0u64];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\n' => widths.push(0),
+            _ => {
+                if let Some(w) = widths.last_mut() {
+                    *w += 1;
+                }
+            }
+        }
+    }
+    widths
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -127,13 +172,16 @@ pub(crate) struct Parsed {
 /// Parses one YAML document. An empty text (or comments only) gives `root: None` and no
 /// error; a syntax error gives `root: None` and that error.
 pub(crate) fn parse(text: &str) -> Parsed {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        line_widths: line_widths(text),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     while let Some(next) = parser.next_event() {
         let step = match next {
             Ok((event, span)) => builder.on_event(event, span),
             Err(e) => Err(TreeError {
-                pos: Pos::of_error(&e),
+                pos: Pos::of_error(&e).within(&builder.line_widths),
                 path: builder.current_path(),
                 message: format!("YAML syntax error: {}", e.info()),
             }),
@@ -171,6 +219,11 @@ enum Frame {
 
 #[derive(Debug, Default)]
 struct Builder {
+    /// Characters on each line of the text. The parser's positions can lie outside it: it
+    /// reports what it finds at the end of the input on the line after the last one, and it
+    /// counts the bytes, not the characters, of a directive (`%…`) line. Positions are moved
+    /// to the nearest place inside the file.
+    line_widths: Vec<u64>,
     stack: Vec<Frame>,
     root: Option<Node>,
     documents: usize,
@@ -181,7 +234,7 @@ struct Builder {
 
 impl Builder {
     fn on_event(&mut self, event: Event<'_>, span: Span) -> Result<(), TreeError> {
-        let pos = Pos::of(span);
+        let pos = Pos::of(span).within(&self.line_widths);
         match event {
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => Ok(()),
             Event::DocumentStart(_) => {
@@ -257,6 +310,10 @@ impl Builder {
                         pos,
                         format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
                     ));
+                }
+                // A copy nests as deep as its original, counted from where it is put.
+                if self.stack.len() + depth(target) > MAX_DEPTH {
+                    return Err(self.fatal(pos, format!("nested deeper than {MAX_DEPTH} levels")));
                 }
                 let node = target.clone();
                 self.complete(node, 0);
@@ -389,6 +446,21 @@ fn count_nodes(node: &Node) -> usize {
             .iter()
             .map(|(k, v)| count_nodes(k) + count_nodes(v))
             .sum(),
+    }
+}
+
+/// Collections on the longest path down from `node` (0 for a scalar).
+fn depth(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar(_) => 0,
+        Value::Seq(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| depth(k).max(depth(v)))
+                .max()
+                .unwrap_or(0)
+        }
     }
 }
 
@@ -541,6 +613,24 @@ mod tests {
         assert!(parsed.errors[0].pos.line >= 2, "{:?}", parsed.errors);
     }
 
+    /// Found by fuzzing (`policy_yaml`, inputs `[` and `%叫\0\n`): the parser reports an error
+    /// at the end of the input on the line after the last one, and counts the bytes of a
+    /// directive line, so it can name a place that does not exist.
+    #[test]
+    fn positions_stay_inside_the_text() {
+        for (text, line, column) in [
+            ("[", 1, 2),
+            ("[\n", 2, 1),
+            ("a: [1,\r\n  2", 2, 4),
+            // Also found by fuzzing: the parser counts a directive line in bytes.
+            ("%\u{53eb}\u{0}\n", 1, 4),
+        ] {
+            let parsed = parse(text);
+            assert!(parsed.root.is_none(), "{text:?}");
+            assert_eq!(parsed.errors[0].pos, Pos { line, column }, "{text:?}");
+        }
+    }
+
     #[test]
     fn aliases_are_copied_within_budget() {
         let doc = root("a: &x [1, 2]\nb: *x\n");
@@ -565,6 +655,31 @@ mod tests {
         let parsed = parse(&deep);
         assert!(parsed.root.is_none());
         assert!(parsed.errors[0].message.contains("nested deeper"));
+    }
+
+    /// Found with the `policy_yaml` fuzz target's re-validation property (a hand-written input
+    /// of nested `any_of` blocks): an alias copied a deep block under another one, so the
+    /// document nested far deeper than the bound (400 levels within the alias budget); its
+    /// normal form could neither be written back as a policy file nor read back as JSON.
+    #[test]
+    fn aliases_cannot_nest_past_the_bound() {
+        let nest = |n: usize, inner: &str| {
+            (0..n).fold(inner.to_owned(), |s, _| format!("{{any_of: [{s}]}}"))
+        };
+        let copy = |n: usize| format!("a: &a {}\nb: {}\n", nest(n, "x"), nest(n, "*a"));
+        let parsed = parse(&copy(10));
+        assert!(parsed.root.is_some(), "{:?}", parsed.errors);
+        // 41 levels written, 81 once copied.
+        let parsed = parse(&copy(20));
+        assert!(parsed.root.is_none());
+        assert!(parsed.errors[0].message.contains("nested deeper"));
+        // A copy that reaches the bound exactly is fine, one level more is not: as without
+        // aliases.
+        let at = |inner: &str| format!("a: &a [x]\nb: {}\n", nest(31, inner));
+        assert!(parse(&at("*a")).root.is_some());
+        assert!(parse(&at("[x]")).root.is_some());
+        assert!(parse(&at("[*a]")).root.is_none());
+        assert!(parse(&at("[[x]]")).root.is_none());
     }
 
     #[test]
