@@ -190,12 +190,40 @@ fn canonical(path: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The largest policy file read: far above any real policy (1,000 rules take about 200 KB), and
+/// small enough that a mistaken path cannot make the loader read without end.
+pub(crate) const MAX_POLICY_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Reads a policy file as UTF-8; a problem is reported at `0:0`, or at the line and column of
-/// the first byte that is not UTF-8.
+/// the first byte that is not UTF-8. Only regular files are read, and at most
+/// [`MAX_POLICY_FILE_BYTES`] of them: `extends: /dev/zero` or a FIFO must be an error, not a
+/// loader that never returns.
 pub(crate) fn read_policy_text(path: &Path) -> Result<String, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        PolicyError::new(path, 0, 0, "", format!("cannot read the policy file: {e}"))
-    })?;
+    use std::io::Read as _;
+    let unreadable = |why: String| {
+        PolicyError::new(
+            path,
+            0,
+            0,
+            "",
+            format!("cannot read the policy file: {why}"),
+        )
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let metadata = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !metadata.is_file() {
+        return Err(unreadable("it is not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(unreadable(format!(
+            "it is larger than {} MiB",
+            MAX_POLICY_FILE_BYTES / (1024 * 1024)
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
         // Placed like every other problem: columns in characters, lines as YAML breaks them.
         let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]);
@@ -213,6 +241,25 @@ pub(crate) fn read_policy_text(path: &Path) -> Result<String, PolicyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_of_a_bounded_size_are_read() {
+        let error = read_policy_text(Path::new("/dev/zero")).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let error = read_policy_text(dir.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("cannot read the policy file"),
+            "{error}"
+        );
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, vec![b'#'; MAX_POLICY_FILE_BYTES as usize + 1]).unwrap();
+        let error = read_policy_text(&big).unwrap_err();
+        assert!(error.to_string().contains("larger than 4 MiB"), "{error}");
+        let fine = dir.path().join("fine.yaml");
+        std::fs::write(&fine, "policy_version: \"1\"\n").unwrap();
+        assert_eq!(read_policy_text(&fine).unwrap(), "policy_version: \"1\"\n");
+    }
 
     #[test]
     fn relative_bases_follow_the_including_file() {
