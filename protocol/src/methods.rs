@@ -164,6 +164,9 @@ pub struct DaemonStatus {
     /// still reads the status of a daemon that predates sessions.
     #[serde(default)]
     pub sessions: u64,
+    /// The role the daemon gave this connection (absent from daemons that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// One chain's state in `daemon.status`.

@@ -22,7 +22,7 @@ pub(super) fn status(ctx: &Context) -> Result<ExitCode, CliError> {
         status.pid,
         duration(status.uptime_s)
     );
-    print_fields(&[
+    let mut fields = vec![
         (
             "edition",
             format!("{} (from {})", edition.edition, edition.source),
@@ -30,7 +30,11 @@ pub(super) fn status(ctx: &Context) -> Result<ExitCode, CliError> {
         ("socket", status.socket),
         ("data", status.data_dir),
         ("cloud", status.cloud.state),
-    ]);
+    ];
+    if let Some(role) = status.role {
+        fields.push(("your role", role.to_string()));
+    }
+    print_fields(&fields);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -117,10 +117,12 @@ fn status_human_and_json() {
     assert!(out.stdout.starts_with("atlasbridged "), "{}", out.stdout);
     assert!(out.stdout.contains(&format!("(pid {}", daemon.pid())));
     assert!(out.stdout.contains("community (from default)"));
+    assert!(out.stdout.contains("your role"), "{}", out.stdout);
     let status = daemon.cli(&["status", "--json"]).json();
     assert_eq!(status["pid"], daemon.pid());
     assert_eq!(status["socket"], daemon.socket().display().to_string());
     assert_eq!(status["cloud"]["state"], "disabled");
+    assert_eq!(status["role"], "owner", "the daemon's own user");
 }
 
 #[test]

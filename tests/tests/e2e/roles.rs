@@ -274,6 +274,11 @@ fn other_users_get_the_role_granted_to_them_and_nothing_more() {
     let status = cli_as(&daemon, &cli, as_operator, &["status"]);
     status.assert_code(0);
     assert_eq!(status.json()["pid"], daemon.pid());
+    assert_eq!(
+        status.json()["role"],
+        "operator",
+        "daemon.status says whose role"
+    );
     let decided = cli_as(
         &daemon,
         &cli,
@@ -373,7 +378,9 @@ fn other_users_get_the_role_granted_to_them_and_nothing_more() {
     eventually("the config is reloaded", || {
         daemon.log().contains("config reloaded")
     });
-    cli_as(&daemon, &cli, as_other, &["status"]).assert_code(0);
+    let status = cli_as(&daemon, &cli, as_other, &["status"]);
+    status.assert_code(0);
+    assert_eq!(status.json()["role"], "viewer");
     assert!(
         daemon.log().contains(&format!(
             "uid={} role=viewer granted_by=groups.{group}",

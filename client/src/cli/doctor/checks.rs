@@ -1410,6 +1410,7 @@ mod tests {
                 state: "disabled".to_owned(),
             },
             sessions: 0,
+            role: None,
         }
     }
 

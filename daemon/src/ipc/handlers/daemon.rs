@@ -2,7 +2,7 @@
 
 use atlasbridge_protocol::features::Feature;
 use atlasbridge_protocol::methods::{
-    ChainStatus, CheckpointStatus, CloudSummary, DaemonStatus, HelloParams, HelloResult,
+    ChainStatus, CheckpointStatus, CloudSummary, DaemonStatus, HelloParams, HelloResult, Role,
     ShutdownResult, TraceStatus, UnsupportedProtocolData,
 };
 use atlasbridge_protocol::{ErrorCode, ErrorObject, PROTOCOL_VERSION};
@@ -74,7 +74,7 @@ fn worst(a: &'static str, b: &'static str) -> &'static str {
     if rank(a) >= rank(b) { a } else { b }
 }
 
-pub(super) async fn status(daemon: &Daemon) -> DaemonStatus {
+pub(super) async fn status(daemon: &Daemon, role: Role) -> DaemonStatus {
     let settings = daemon.settings();
     let stores = daemon.stores();
     let (trace, trace_health) = chain_status(&stores.trace).await;
@@ -135,6 +135,7 @@ pub(super) async fn status(daemon: &Daemon) -> DaemonStatus {
             state: "disabled".to_owned(),
         },
         sessions: u64::try_from(stores.decisions.sessions.len()).unwrap_or(u64::MAX),
+        role: Some(role),
     }
 }
 

@@ -207,7 +207,7 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
             daemon::hello(daemon, ctx.caller, p)
         })),
         m::DAEMON_STATUS => match no_params(params) {
-            Ok(()) => Handled::reply(Ok(daemon::status(daemon).await)),
+            Ok(()) => Handled::reply(Ok(daemon::status(daemon, ctx.caller.role).await)),
             Err(e) => Handled::error(e),
         },
         m::DAEMON_SHUTDOWN => match no_params(params) {
