@@ -4,29 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TestDaemon, with_policy};
-
-const POLICY: &str = r#"policy_version: "1"
-name: e2e-autopilot
-autonomy_mode: full
-rules:
-  - id: deny-delete
-    match:
-      contains: delete
-    action:
-      type: deny
-      reason: never delete
-  - id: yes
-    match:
-      prompt_type: [yes_no]
-      min_confidence: high
-    action:
-      type: auto_reply
-      value: "y"
-defaults:
-  no_match: require_human
-  low_confidence: deny
-"#;
+use crate::support::{TestDaemon, YES_AND_DENY_DELETE, with_policy};
 
 fn event(session: &str, prompt: &str, text: &str) -> Value {
     json!({
@@ -66,7 +44,7 @@ fn entry_at(daemon: &TestDaemon, seq: &Value) -> Value {
 
 #[test]
 fn pause_holds_answers_back_resume_gives_them_back_and_both_are_audited() {
-    let daemon = with_policy("pro", POLICY, "");
+    let daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
     let mut conn = daemon.conn();
     let status = conn.ok("autopilot.status", json!({}));
     assert_eq!(status["state"], "running", "{status}");
@@ -140,7 +118,7 @@ fn pause_holds_answers_back_resume_gives_them_back_and_both_are_audited() {
 
 #[test]
 fn stop_holds_answers_back_until_the_daemon_restarts() {
-    let mut daemon = with_policy("pro", POLICY, "");
+    let mut daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
     let mut conn = daemon.conn();
     conn.ok("autopilot.pause", json!({}));
     let stopped = conn.ok("autopilot.stop", json!({}));
@@ -222,7 +200,7 @@ fn stop_holds_answers_back_until_the_daemon_restarts() {
 
 #[test]
 fn the_cli_pauses_and_resumes() {
-    let daemon = with_policy("pro", POLICY, "");
+    let daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
     let paused = daemon.cli(&["autopilot", "pause"]);
     paused.assert_code(0);
     assert!(

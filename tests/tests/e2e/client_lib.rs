@@ -12,29 +12,7 @@ use atlasbridge::{
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::support::{DEADLINE, Options, TestDaemon, with_policy};
-
-const POLICY: &str = r#"policy_version: "1"
-name: e2e-client
-autonomy_mode: full
-rules:
-  - id: deny-delete
-    match:
-      contains: delete
-    action:
-      type: deny
-      reason: never delete
-  - id: yes
-    match:
-      prompt_type: [yes_no]
-      min_confidence: high
-    action:
-      type: auto_reply
-      value: "y"
-defaults:
-  no_match: require_human
-  low_confidence: deny
-"#;
+use crate::support::{DEADLINE, Options, TestDaemon, YES_AND_DENY_DELETE, with_policy};
 
 fn event(session: &str, prompt_id: &str, prompt_type: &str, text: &str) -> EvaluateParams {
     EvaluateParams {
@@ -93,7 +71,7 @@ fn blocking_client(daemon: &TestDaemon) -> blocking::Client {
 
 #[test]
 fn the_blocking_client_decides_records_and_reports_status() {
-    let daemon = with_policy("pro", POLICY, "");
+    let daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
     let mut client = blocking_client(&daemon);
     let started = client.start_session(&session("s")).unwrap();
     assert_eq!(started.agent_id.as_deref(), Some("lib-agent"));
@@ -160,7 +138,7 @@ fn the_blocking_client_decides_records_and_reports_status() {
 
 #[tokio::test]
 async fn the_async_client_decides_records_and_reports_status_with_calls_in_flight() {
-    let daemon = with_policy("pro", POLICY, "");
+    let daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
     let client = within(Client::connect(&daemon.socket())).await.unwrap();
     let hello = within(client.hello("e2e/1")).await.unwrap();
     assert_eq!(hello.protocol, 1);

@@ -14,29 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{CliOutput, DEADLINE, Options, TestDaemon, with_policy};
-
-const POLICY: &str = r#"policy_version: "1"
-name: e2e-python
-autonomy_mode: full
-rules:
-  - id: deny-delete
-    match:
-      contains: delete
-    action:
-      type: deny
-      reason: never delete
-  - id: yes
-    match:
-      prompt_type: [yes_no]
-      min_confidence: high
-    action:
-      type: auto_reply
-      value: "y"
-defaults:
-  no_match: require_human
-  low_confidence: deny
-"#;
+use crate::support::{CliOutput, DEADLINE, Options, TestDaemon, YES_AND_DENY_DELETE, with_policy};
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples")
@@ -138,7 +116,7 @@ fn trace_entry(daemon: &TestDaemon, seq: u64) -> Value {
 
 #[test]
 fn agent_py_exits_with_the_answer_for_allowed_human_and_denied_prompts() {
-    let daemon = with_policy("pro", POLICY, "");
+    let daemon = with_policy("pro", YES_AND_DENY_DELETE, "");
 
     let allowed = agent_py(&daemon, &["--session", "py", "--prompt", "Continue? [y/n]"]);
     allowed.assert_code(0);

@@ -179,6 +179,18 @@ fn cli_for_others(sandbox: &Sandbox) -> PathBuf {
 /// Runs the CLI (with `--socket` and `--json`) as `uid` with effective gid `gid` and
 /// supplementary groups `groups`. setpriv sets all three; without it, std sets the uid and the
 /// gid only, so the first of `groups` becomes the effective gid (to keep access to the socket).
+/// The CLI was refused with -32007, saying `expected`.
+#[track_caller]
+fn assert_permission_denied(out: &CliOutput, expected: &str) {
+    out.assert_code(1);
+    let error = &out.json()["error"];
+    assert_eq!(error["code"], -32007, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains(expected),
+        "{error}"
+    );
+}
+
 fn cli_as(
     daemon: &TestDaemon,
     cli: &Path,
@@ -337,15 +349,9 @@ fn other_users_get_the_role_granted_to_them_and_nothing_more() {
 
     // The other member may open the socket, but has no role: refused at connect.
     let refused = cli_as(&daemon, &cli, as_other, &["status"]);
-    refused.assert_code(1);
-    let error = &refused.json()["error"];
-    assert_eq!(error["code"], -32007, "{error}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("uid {} has no role on this daemon", other.uid)),
-        "{error}"
+    assert_permission_denied(
+        &refused,
+        &format!("uid {} has no role on this daemon", other.uid),
     );
     eventually("the connect refusal is audited", || {
         !audited(&daemon, "connection_refused").is_empty()
@@ -465,16 +471,7 @@ fn roles_without_the_rbac_feature_let_only_the_owner_in() {
         (operator.uid, operator.gid, &[operator.gid, accounts.gid]),
         &["status"],
     );
-    refused.assert_code(1);
-    let error = &refused.json()["error"];
-    assert_eq!(error["code"], -32007, "{error}");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("uid {} is not allowed", operator.uid)),
-        "{error}"
-    );
+    assert_permission_denied(&refused, &format!("uid {} is not allowed", operator.uid));
     eventually("the refusal is audited", || {
         audited(&daemon, "connection_refused")
             .iter()

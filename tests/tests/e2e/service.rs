@@ -41,6 +41,29 @@ fn fake_systemctl(daemon: &TestDaemon, fail_on: Option<&str>) -> (String, std::p
     (path, calls)
 }
 
+/// `systemd-analyze verify` (with `--user` for a user unit) accepts `unit`, saved in the
+/// sandbox under the unit's own name.
+fn assert_systemd_accepts(daemon: &TestDaemon, unit: &str, user: bool) {
+    let file = daemon.sandbox.path("verify/atlasbridged.service");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, unit).unwrap();
+    let mut verify = Command::new("systemd-analyze");
+    if user {
+        // `--user` needs a runtime directory to build its manager from.
+        let runtime = daemon.sandbox.path("xdg-run");
+        std::fs::create_dir_all(&runtime).unwrap();
+        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        verify.arg("--user").env("XDG_RUNTIME_DIR", &runtime);
+    }
+    let verify = verify.arg("verify").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !stderr.contains("atlasbridged.service"),
+        "systemd-analyze verify (user: {user}): {}\n{stderr}",
+        verify.status
+    );
+}
+
 #[test]
 fn install_dry_run_prints_the_unit_and_the_commands_and_writes_nothing() {
     let daemon = sandbox_cli();
@@ -92,26 +115,7 @@ fn the_generated_unit_passes_systemd_analyze_verify() {
     out.assert_code(0);
     let plan = out.json();
     let unit = plan["files"][0]["content"].as_str().unwrap();
-    let dir = daemon.sandbox.path("verify");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("atlasbridged.service");
-    std::fs::write(&file, unit).unwrap();
-    // `--user` needs a runtime directory to build its manager from.
-    let runtime = daemon.sandbox.path("xdg-run");
-    std::fs::create_dir_all(&runtime).unwrap();
-    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .args(["--user", "verify"])
-        .arg(&file)
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && !stderr.contains("atlasbridged.service"),
-        "systemd-analyze --user verify: {}\n{stderr}",
-        verify.status
-    );
+    assert_systemd_accepts(&daemon, unit, true);
 }
 
 #[test]
@@ -394,20 +398,7 @@ fn the_generated_system_unit_passes_systemd_analyze_verify() {
         .as_str()
         .unwrap()
         .to_owned();
-    let file = daemon.sandbox.path("verify/atlasbridged.service");
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, unit).unwrap();
-    let verify = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&verify.stderr);
-    assert!(
-        verify.status.success() && !stderr.contains("atlasbridged.service"),
-        "systemd-analyze verify: {}\n{stderr}",
-        verify.status
-    );
+    assert_systemd_accepts(&daemon, &unit, false);
 }
 
 #[test]

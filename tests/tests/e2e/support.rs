@@ -17,6 +17,30 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_e2e-atlasbridged");
 pub const CLI: &str = env!("CARGO_BIN_EXE_e2e-atlasbridge");
 
 /// The longest any single wait may take before the test fails.
+/// A policy most decision tests share: `delete` anywhere is denied, a confident yes/no is
+/// answered "y", everything else goes to a person (and low confidence is denied).
+pub const YES_AND_DENY_DELETE: &str = r#"policy_version: "1"
+name: e2e-yes-and-deny-delete
+autonomy_mode: full
+rules:
+  - id: deny-delete
+    match:
+      contains: delete
+    action:
+      type: deny
+      reason: never delete
+  - id: yes
+    match:
+      prompt_type: [yes_no]
+      min_confidence: high
+    action:
+      type: auto_reply
+      value: "y"
+defaults:
+  no_match: require_human
+  low_confidence: deny
+"#;
+
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A private temporary directory (short path under /tmp, so socket paths stay short).

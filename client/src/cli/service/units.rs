@@ -7,6 +7,29 @@ pub(crate) const SYSTEMD_UNIT_NAME: &str = "atlasbridged.service";
 /// The launchd job's label (and file stem).
 pub(crate) const LAUNCHD_LABEL: &str = "com.atlasbridge.atlasbridged";
 
+/// The sandbox both units share; each adds what fits its mode (a user unit cannot drop
+/// capabilities or hide other processes, a system unit need not map users).
+const SANDBOX: &str = "\
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+# AF_UNIX for the socket; AF_INET/AF_INET6 only for the cloud uplink, which is off by default.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+";
+
 /// A systemd user unit running `daemon` with `data_dir` as its only writable place (besides its
 /// runtime directory, where the socket lives). Both may use specifiers such as `%h`.
 pub(crate) fn systemd_user_unit(daemon: &str, data_dir: &str) -> String {
@@ -47,25 +70,7 @@ NoNewPrivileges=yes
 ProtectSystem=strict
 ProtectHome=read-only
 ReadWritePaths={data_dir}
-PrivateTmp=yes
-PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-# AF_UNIX for the socket; AF_INET/AF_INET6 only for the cloud uplink, which is off by default.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallErrorNumber=EPERM
-
+{SANDBOX}
 [Install]
 WantedBy=default.target
 "
@@ -123,28 +128,10 @@ CapabilityBoundingSet=
 AmbientCapabilities=
 ProtectSystem=strict
 ProtectHome=yes
-PrivateTmp=yes
-PrivateDevices=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
 ProtectProc=invisible
 ProcSubset=pid
-# AF_UNIX for the socket; AF_INET/AF_INET6 only for the cloud uplink, which is off by default.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
 RemoveIPC=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallErrorNumber=EPERM
-
+{SANDBOX}
 [Install]
 WantedBy=multi-user.target
 "
