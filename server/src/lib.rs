@@ -1,1 +1,17 @@
-//! stub
+//! The AtlasBridge governance server (issue 8, Phase C): runtimes exchange an API key for a
+//! token, open the control channel of `docs/cloud.md`, and stream their signed traces; the
+//! server re-verifies every entry, keeps them in PostgreSQL with row-level security per
+//! organisation, and witnesses each runtime's heads and checkpoints.
+//!
+//! `main` only calls [`cli::main`]. See `docs/server.md`.
+
+pub mod auth;
+pub mod chain;
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod migrate;
+pub mod server;
+pub mod store;

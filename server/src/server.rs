@@ -1,0 +1,130 @@
+//! The running server: shared state, the listener, and an orderly shutdown.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use atlasbridge_protocol::trace::checkpoint::encode_public_key;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::db::Db;
+
+/// What every request and connection shares. Nothing here is per-replica state worth keeping:
+/// the database is the only store, so replicas behind a load balancer need no coordination.
+#[derive(Debug)]
+pub struct AppState {
+    /// The pool (app role).
+    pub db: Db,
+    /// Issues and verifies access tokens.
+    pub tokens: TokenKeys,
+    /// Signs every envelope the server sends.
+    pub signing_key: SigningKey,
+    /// The configuration.
+    pub config: Config,
+    /// One permit per open control channel.
+    pub connections: Arc<Semaphore>,
+    /// Cancelled at shutdown; connections close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// Why the server key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not hold a 32-byte base64url seed.
+    #[error("{0} does not hold an Ed25519 seed (32 bytes, base64url)")]
+    Malformed(String),
+    /// No randomness for a new key.
+    #[error("no randomness for a new server key: {0}")]
+    Random(String),
+}
+
+/// Reads the server's signing key from `path`, creating it (mode 0600) when absent.
+pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let shown = path.display().to_string();
+    let io = |source| KeyError::Io {
+        path: shown.clone(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let seed = URL_SAFE_NO_PAD
+                .decode(text.trim())
+                .ok()
+                .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+                .ok_or_else(|| KeyError::Malformed(shown.clone()))?;
+            Ok(SigningKey::from_bytes(&seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o600);
+            }
+            let mut file = options.open(path).map_err(io)?;
+            file.write_all(URL_SAFE_NO_PAD.encode(seed).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io)?;
+            let key = SigningKey::from_bytes(&seed);
+            info!(path = %shown, public_key = %encode_public_key(&key.verifying_key()), "created the server signing key");
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = crate::http::router(Arc::clone(&state));
+    info!(
+        address = %listener.local_addr()?,
+        public_key = %encode_public_key(&state.signing_key.verifying_key()),
+        "atlasbridge-server listening"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The shared state for `config`.
+pub fn state(
+    config: Config,
+    db: Db,
+    signing_key: SigningKey,
+    shutdown: CancellationToken,
+) -> AppState {
+    AppState {
+        tokens: TokenKeys::new(
+            config.auth.jwt_secret.as_bytes(),
+            config.auth.token_lifetime_s,
+        ),
+        connections: Arc::new(Semaphore::new(config.runtime.max_connections)),
+        db,
+        signing_key,
+        config,
+        shutdown,
+    }
+}
