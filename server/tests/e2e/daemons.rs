@@ -50,6 +50,18 @@ async fn assert_server_holds_the_trace(db: &TestDb, daemon: &TestDaemon) {
         local_audit[..held.len()],
         "the audit copy is a prefix of the log"
     );
+    // Its signed checkpoints reach the witness, and each verifies back to the identity key
+    // through the epoch keys.
+    eventually("checkpoints arrive", || {
+        let (db, runtime_id) = (db, runtime_id.clone());
+        async move { db.checkpoint_verdicts("org-a", &runtime_id).await.len() >= 2 }
+    })
+    .await;
+    let verdicts = db.checkpoint_verdicts("org-a", &runtime_id).await;
+    assert!(
+        verdicts.iter().enumerate().all(|(i, (seq, verdict))| *seq == i as i64 && verdict == "verified"),
+        "{verdicts:?}"
+    );
     let record = db
         .runtime("org-a", &runtime_id, 30)
         .await
@@ -74,10 +86,13 @@ async fn two_daemons_stream_their_decisions_and_both_chains_are_continuous() {
     assert_ne!(first.runtime_id(), second.runtime_id());
     assert_server_holds_the_trace(&db, &first).await;
     assert_server_holds_the_trace(&db, &second).await;
-    // The daemons saw acks and no refusals.
+    // The daemons are connected, saw their heartbeats acked, and were never refused.
     for daemon in [&first, &second] {
         let status = daemon.cloud_status();
         assert_eq!(status["state"], "connected", "{status}");
+        assert!(status["last_heartbeat_acked"].is_string(), "{status}");
+        assert!(status["last_error"].is_null(), "{status}");
+        assert_eq!(status["clock_skew_s"], serde_json::Value::Null, "{status}");
     }
 }
 

@@ -66,7 +66,8 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    /// Starts a daemon of `org` with `api_key`, streaming to `server` with one-second heartbeats.
+    /// Starts a daemon of `org` with `api_key`, streaming to `server` with one-second heartbeats
+    /// and a signed checkpoint every 10 entries or every second (so they reach the witness).
     pub fn start(server: &TestServer, org: &str, api_key: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("abd-")
@@ -77,7 +78,7 @@ impl TestDaemon {
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, POLICY).expect("write the policy");
         let config = format!(
-            "[policy]\nfile = \"{}\"\n\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{org}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\n",
+            "[policy]\nfile = \"{}\"\n\n[trace]\ncheckpoint_every_entries = 10\ncheckpoint_interval_s = 1\n\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{org}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\n",
             policy.display(),
             server.ws_url(),
             server.public_key(),

@@ -193,6 +193,23 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// (checkpoint_seq, verdict) of every checkpoint the server holds of a runtime.
+    pub async fn checkpoint_verdicts(&self, org: &str, runtime_id: &str) -> Vec<(i64, String)> {
+        let mut client = self.app().await;
+        let tx = scoped(&mut client, org).await;
+        tx.query(
+            "SELECT checkpoint_seq, verdict FROM checkpoints WHERE runtime_id = $1 ORDER BY checkpoint_seq",
+            &[&runtime_id],
+        )
+        .await
+        .expect("checkpoints")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Best effort, on a thread of its own: Drop may run inside a runtime.
