@@ -34,7 +34,17 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         match self {
             DbError::Busy | DbError::Unavailable(_) => true,
-            DbError::Query(e) => e.is_closed() || e.code().is_none(),
+            DbError::Query(e) => {
+                use tokio_postgres::error::SqlState;
+                // No SQLSTATE: the connection failed, not the statement.
+                e.is_closed()
+                    || e.code().is_none_or(|code| {
+                        *code == SqlState::T_R_SERIALIZATION_FAILURE
+                            || *code == SqlState::T_R_DEADLOCK_DETECTED
+                            || *code == SqlState::ADMIN_SHUTDOWN
+                            || *code == SqlState::CANNOT_CONNECT_NOW
+                    })
+            }
             DbError::BadUrl(_) => false,
         }
     }

@@ -214,8 +214,11 @@ async fn connect(
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            channel::run(socket, state, claims).await;
-            drop(permit);
+        .on_upgrade(move |socket| {
+            let channels = state.channels.clone();
+            channels.track_future(async move {
+                channel::run(socket, state, claims).await;
+                drop(permit);
+            })
         }))
 }

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use atlasbridge_protocol::trace::checkpoint::encode_public_key;
 use base64::Engine as _;
@@ -11,7 +12,8 @@ use ed25519_dalek::SigningKey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
@@ -33,6 +35,9 @@ pub struct AppState {
     pub connections: Arc<Semaphore>,
     /// Cancelled at shutdown; connections close with 1001.
     pub shutdown: CancellationToken,
+    /// The control channels, so shutdown can wait for their close frames: upgraded connections
+    /// are no longer tracked by the HTTP server's own graceful shutdown.
+    pub channels: TaskTracker,
 }
 
 /// Why the server key could not be had.
@@ -92,7 +97,10 @@ pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     }
 }
 
-/// Serves on `listener` until `shutdown` is cancelled.
+/// How long shutdown waits for open control channels to say goodbye.
+const CHANNEL_DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until `shutdown` is cancelled, then lets the control channels close.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -106,7 +114,18 @@ pub async fn run(
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    state.channels.close();
+    if tokio::time::timeout(CHANNEL_DRAIN, state.channels.wait())
         .await
+        .is_err()
+    {
+        warn!(
+            open = state.channels.len(),
+            "control channels still open after the drain period"
+        );
+    }
+    Ok(())
 }
 
 /// The shared state for `config`.
@@ -126,5 +145,6 @@ pub fn state(
         signing_key,
         config,
         shutdown,
+        channels: TaskTracker::new(),
     }
 }

@@ -2,7 +2,7 @@
 //! transaction (see [`crate::db::org_transaction`]): row-level security, not these queries,
 //! keeps organisations apart, so a missing `WHERE org_id` cannot leak a row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use atlasbridge_protocol::cloud::messages::{AuditBatch, Resume, Stream, WireHead};
 use atlasbridge_protocol::trace::checkpoint::Checkpoint;
@@ -219,6 +219,7 @@ pub async fn ingest(
         .collect();
 
     let mut fresh: Vec<(EntryFacts, &Value)> = Vec::new();
+    let mut fresh_seqs = HashSet::new();
     let mut forked = false;
     for (found, entry) in facts {
         let seq = to_db(found.seq);
@@ -250,7 +251,8 @@ pub async fn ingest(
                 ),
             });
         }
-        if fresh.iter().any(|(f, _)| f.seq == found.seq) {
+        // A batch naming one seq twice keeps the first.
+        if !fresh_seqs.insert(found.seq) {
             continue;
         }
         fresh.push((found, entry));

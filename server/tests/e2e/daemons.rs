@@ -59,7 +59,10 @@ async fn assert_server_holds_the_trace(db: &TestDb, daemon: &TestDaemon) {
     .await;
     let verdicts = db.checkpoint_verdicts("org-a", &runtime_id).await;
     assert!(
-        verdicts.iter().enumerate().all(|(i, (seq, verdict))| *seq == i as i64 && verdict == "verified"),
+        verdicts
+            .iter()
+            .enumerate()
+            .all(|(i, (seq, verdict))| *seq == i as i64 && verdict == "verified"),
         "{verdicts:?}"
     );
     let record = db

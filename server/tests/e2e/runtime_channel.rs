@@ -531,3 +531,21 @@ async fn serve_refuses_an_unmigrated_database_and_health_differs_from_readiness(
         Some(404)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_runtime_channels_as_going_away_and_exits_cleanly() {
+    let Some((_db, mut server, key)) = setup(ServerOptions::default()).await else {
+        return;
+    };
+    let mut runtime = FakeRuntime::connect(&server, "org-a", &key).await;
+    let entries = chain(3);
+    runtime.send_batch(Stream::Trace, &entries).await;
+    assert_eq!(runtime.ack_through(Stream::Trace).await, 2);
+    let terminate = tokio::task::spawn_blocking(move || {
+        let clean = server.terminate();
+        (clean, server)
+    });
+    assert_eq!(runtime.closed().await, Some(1001));
+    let (clean, server) = terminate.await.unwrap();
+    assert!(clean, "exit status after SIGTERM:\n{}", server.log());
+}

@@ -433,6 +433,29 @@ impl TestServer {
         }
     }
 
+    /// SIGTERM, then waits for the process to exit: whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let mut child = self.child.take().expect("server running");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("poll the server") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A start that is expected to fail: its exit status and log.
     pub fn launch_expecting_failure(&self) -> (bool, String) {
         let output = Command::new(SERVER)

@@ -277,6 +277,20 @@ impl FakeRuntime {
         }
     }
 
+    /// Reads until the server closes the connection: the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.socket.next())
+                .await
+                .expect("the server closes in time");
+            match frame {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
     /// The ack of a batch of `stream`: its `through_seq`.
     pub async fn ack_through(&mut self, stream: Stream) -> u64 {
         let envelope = self.recv().await;
