@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::runtime::{
-    FakeRuntime, chain, chain_from, head_of, identity, open, token, token_response,
+    FakeRuntime, chain, chain_from, head_of, hello_as, identity, open, token, token_response,
 };
 use crate::support::{ServerOptions, TestDb, TestServer, eventually, scoped};
 use atlasbridge_protocol::cloud::messages::{Stream, WireHead};
@@ -13,6 +13,7 @@ use atlasbridge_protocol::trace::checkpoint::{
     GENESIS_CHECKPOINT_HASH, UnsignedCheckpoint, encode_public_key,
 };
 use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
 
 /// A server on a fresh database (migrated by `serve` at start), with org `org-a` and its key.
 async fn setup(options: ServerOptions) -> Option<(TestDb, TestServer, String)> {
@@ -548,4 +549,67 @@ async fn sigterm_closes_runtime_channels_as_going_away_and_exits_cleanly() {
     assert_eq!(runtime.closed().await, Some(1001));
     let (clean, server) = terminate.await.unwrap();
     assert!(clean, "exit status after SIGTERM:\n{}", server.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_do_not_verify_or_parse_are_answered_and_never_stored() {
+    let Some((db, server, key)) = setup(ServerOptions::default()).await else {
+        return;
+    };
+    let mut runtime = FakeRuntime::connect(&server, "org-a", &key).await;
+    let entries = chain(3);
+    let batch = json!({"stream": "trace", "from_seq": 0, "to_seq": 2, "entries": entries});
+    // Signed by another key than the runtime's.
+    runtime
+        .send_signed_by(&identity(), "audit_batch", batch.clone())
+        .await;
+    assert_eq!(runtime.error().await.0, "BAD_SIGNATURE");
+    // Not JSON, not text, too large, the wrong payload.
+    runtime.send_raw(Message::text("{not json")).await;
+    assert_eq!(runtime.error().await.0, "MALFORMED");
+    runtime.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    assert_eq!(runtime.error().await.0, "MALFORMED");
+    runtime.send_raw(Message::text("x".repeat(70 * 1024))).await;
+    assert_eq!(runtime.error().await.0, "MALFORMED");
+    runtime
+        .send("audit_batch", json!({"stream": "nowhere"}))
+        .await;
+    assert_eq!(runtime.error().await.0, "BAD_PAYLOAD");
+    runtime.send("heartbeat", json!([1, 2])).await;
+    assert_eq!(runtime.error().await.0, "BAD_PAYLOAD");
+    runtime
+        .send("checkpoint", json!({"checkpoint_seq": "zero"}))
+        .await;
+    assert_eq!(runtime.error().await.0, "BAD_PAYLOAD");
+    assert!(
+        db.entries("org-a", &runtime.runtime_id, Stream::Trace)
+            .await
+            .is_empty()
+    );
+    // The connection is still good for what verifies.
+    runtime.send("audit_batch", batch).await;
+    assert_eq!(runtime.ack_through(Stream::Trace).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_from_another_runtime_than_the_tokens_is_refused() {
+    let Some((_db, server, key)) = setup(ServerOptions::default()).await else {
+        return;
+    };
+    // A token for one identity…
+    let holder = identity();
+    let token = token(
+        &server,
+        "org-a",
+        &key,
+        &encode_public_key(&holder.verifying_key()),
+    )
+    .await;
+    let socket = open(&server, &token)
+        .await
+        .expect("the upgrade is accepted");
+    // …used by another, which signs its hello correctly with its own key.
+    let (code, close) = hello_as(socket, &identity(), "org-a").await;
+    assert_eq!(code, "IDENTITY_MISMATCH");
+    assert_eq!(close, Some(1008));
 }

@@ -130,6 +130,65 @@ pub async fn open(server: &TestServer, token: &str) -> Result<Socket, Refused> {
     }
 }
 
+/// The next envelope, or the close code when the server closes instead.
+async fn next_envelope(socket: &mut Socket) -> Result<Envelope, Option<u16>> {
+    loop {
+        let frame = tokio::time::timeout(DEADLINE, socket.next())
+            .await
+            .expect("the server answers in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                return Ok(Envelope::parse(text.as_str()).expect("an envelope"));
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+/// Answers the challenge on `socket` with a hello of `key`'s runtime (well signed by it):
+/// the code of the server's `error`, and the close code that follows.
+pub async fn hello_as(mut socket: Socket, key: &SigningKey, org: &str) -> (String, Option<u16>) {
+    let challenge: Challenge = next_envelope(&mut socket)
+        .await
+        .expect("a challenge")
+        .payload_as()
+        .expect("a challenge payload");
+    let nonce = URL_SAFE_NO_PAD
+        .decode(challenge.nonce)
+        .expect("base64url nonce");
+    let runtime_id = encode_public_key(&key.verifying_key());
+    let hello = Hello {
+        agent_version: "test".to_owned(),
+        protocol: PROTOCOL_VERSION,
+        edition: "enterprise".to_owned(),
+        nonce_signature: encode_signature(&key.sign(&nonce)),
+        trace_head: None,
+        audit_head: None,
+    };
+    let envelope = Envelope::new(
+        kind::HELLO,
+        org,
+        &runtime_id,
+        1,
+        serde_json::to_value(&hello).expect("hello"),
+    )
+    .signed(key);
+    socket
+        .send(Message::text(envelope.to_text()))
+        .await
+        .expect("send the hello");
+    let error = next_envelope(&mut socket).await.expect("an error");
+    assert_eq!(error.kind, kind::ERROR);
+    let code = error.payload["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let close = next_envelope(&mut socket).await.err().flatten();
+    (code, close)
+}
+
 /// A connected runtime after a good handshake.
 pub struct FakeRuntime {
     pub key: SigningKey,
@@ -214,6 +273,19 @@ impl FakeRuntime {
             .await
             .expect("send to the server");
         envelope.message_id
+    }
+
+    /// Sends a raw frame, as a broken or hostile runtime would.
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.expect("send to the server");
+    }
+
+    /// Sends an envelope of this runtime signed by `signer` (another key: it must not verify).
+    pub async fn send_signed_by(&mut self, signer: &SigningKey, kind: &str, payload: Value) {
+        self.sequence += 1;
+        let envelope =
+            Envelope::new(kind, &self.org, &self.runtime_id, self.sequence, payload).signed(signer);
+        self.send_raw(Message::text(envelope.to_text())).await;
     }
 
     /// Sends `entries` (of `stream`) as one batch.
