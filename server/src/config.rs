@@ -88,12 +88,16 @@ pub struct AuthConfig {
     pub jwt_secret: String,
     /// Lifetime of an access token.
     pub token_lifetime_s: u64,
+    /// Token calls per runtime and minute on each replica; more get 429 with `Retry-After`
+    /// (0: no limit).
+    pub token_requests_per_minute: u32,
 }
 
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthConfig")
             .field("token_lifetime_s", &self.token_lifetime_s)
+            .field("token_requests_per_minute", &self.token_requests_per_minute)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +144,7 @@ impl Default for AuthConfig {
         Self {
             jwt_secret: String::new(),
             token_lifetime_s: 3600,
+            token_requests_per_minute: 60,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! envelope every REST error uses.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use atlasbridge_protocol::cloud::rest::{TokenRequest, TokenResponse};
 use atlasbridge_protocol::trace::checkpoint::decode_public_key;
@@ -145,6 +146,18 @@ async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
             "BAD_RUNTIME_ID",
             "runtime_id must be an Ed25519 key as ed25519:<base64url>",
         ));
+    }
+    // Before any database work: a runtime stuck in a retry loop costs a map lookup.
+    let client_key = format!("{}\n{}", request.org_id, request.runtime_id);
+    if let Err(wait_s) = state.token_limiter.check(&client_key, Instant::now()) {
+        return Err(ApiError {
+            retry_after_s: Some(wait_s),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many token requests for this runtime",
+            )
+        });
     }
     let refused = || ApiError::unauthorized("INVALID_API_KEY", "API key refused");
     let key = ApiKey::parse(&request.api_key).ok_or_else(refused)?;

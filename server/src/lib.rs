@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod limit;
 pub mod migrate;
 pub mod server;
 pub mod store;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::db::Db;
+use crate::limit::RateLimiter;
 
 /// What every request and connection shares. Nothing here is per-replica state worth keeping:
 /// the database is the only store, so replicas behind a load balancer need no coordination.
@@ -27,6 +28,8 @@ pub struct AppState {
     pub db: Db,
     /// Issues and verifies access tokens.
     pub tokens: TokenKeys,
+    /// Limits token calls per runtime (429).
+    pub token_limiter: RateLimiter,
     /// Signs every envelope the server sends.
     pub signing_key: SigningKey,
     /// The configuration.
@@ -140,6 +143,7 @@ pub fn state(
             config.auth.jwt_secret.as_bytes(),
             config.auth.token_lifetime_s,
         ),
+        token_limiter: RateLimiter::per_minute(config.auth.token_requests_per_minute),
         connections: Arc::new(Semaphore::new(config.runtime.max_connections)),
         db,
         signing_key,

@@ -614,3 +614,32 @@ async fn a_hello_from_another_runtime_than_the_tokens_is_refused() {
     assert_eq!(code, "IDENTITY_MISMATCH");
     assert_eq!(close, Some(1008));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_calling_for_tokens_too_often_gets_429_with_retry_after() {
+    let options = ServerOptions {
+        token_requests_per_minute: 2,
+        ..ServerOptions::default()
+    };
+    let Some((_db, server, key)) = setup(options).await else {
+        return;
+    };
+    let runtime_id = encode_public_key(&identity().verifying_key());
+    for _ in 0..2 {
+        token(&server, "org-a", &key, &runtime_id).await;
+    }
+    let limited = token_response(&server, "org-a", &key, &runtime_id).await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["code"], "RATE_LIMITED");
+    // Another runtime of the org is not held back.
+    let other = encode_public_key(&identity().verifying_key());
+    token(&server, "org-a", &key, &other).await;
+}

@@ -260,6 +260,7 @@ pub struct ServerOptions {
     pub pool_wait_ms: u64,
     pub max_connections: usize,
     pub heartbeat_s: u64,
+    pub token_requests_per_minute: u32,
     /// Migrate at start (with the owner URL) rather than find the schema ready.
     pub migrate_at_start: bool,
 }
@@ -271,6 +272,7 @@ impl Default for ServerOptions {
             pool_wait_ms: 2000,
             max_connections: 100,
             heartbeat_s: 30,
+            token_requests_per_minute: 60,
             migrate_at_start: true,
         }
     }
@@ -308,12 +310,13 @@ impl TestServer {
         let config = format!(
             "listen = \"{address}\"\n\
              [database]\nurl = \"{}\"\n{owner}app_role = \"{}\"\npool_size = {}\npool_wait_ms = {}\n\
-             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = 3600\n\
+             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = 3600\ntoken_requests_per_minute = {}\n\
              [runtime]\nheartbeat_s = {}\nmax_connections = {}\nsigning_key_file = \"{}\"\n",
             db.app_url,
             db.app_role(),
             options.pool_size,
             options.pool_wait_ms,
+            options.token_requests_per_minute,
             options.heartbeat_s,
             options.max_connections,
             dir.path().join("server.key").display(),
