@@ -75,9 +75,10 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> Self {
+        // The detail (hosts, SQL errors) goes to the log, not to the client.
         if error.is_transient() {
             warn!(%error, "shedding a request");
-            Self::unavailable(error.to_string())
+            Self::unavailable("the server is busy; retry later")
         } else {
             warn!(%error, "a request failed in the database");
             Self::new(
