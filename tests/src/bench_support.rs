@@ -114,7 +114,7 @@ pub(crate) trait Load: Copy + Send + 'static {
 pub(crate) struct Run {
     pub replies: u64,
     pub elapsed: Duration,
-    /// Round trips, when one request was in flight per client.
+    /// Every request's round trip, send to reply, sorted.
     pub latencies: Vec<Duration>,
 }
 
@@ -122,10 +122,27 @@ impl Run {
     pub(crate) fn rate(&self) -> f64 {
         self.replies as f64 / self.elapsed.as_secs_f64()
     }
+
+    /// The round trip at `p` (0–1).
+    pub(crate) fn latency(&self, p: f64) -> Duration {
+        percentile(&self.latencies, p)
+    }
+}
+
+/// The `id` of a reply line, found without parsing the whole reply: the clients share the cores
+/// with the daemon, and what they spend is not the daemon's throughput.
+fn reply_id(line: &str) -> Option<u64> {
+    let start = line.find("\"id\":")? + 5;
+    let digits = &line[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 /// `clients` connections, each keeping `window` requests of `load` in flight, for `seconds`.
-/// Every reply must be the one expected.
+/// Every reply must be the one expected; each request's round trip is timed, replies being
+/// matched to requests by id (they may come back in any order).
 pub(crate) fn drive(
     socket: &Path,
     load: impl Load,
@@ -143,15 +160,14 @@ pub(crate) fn drive(
                 let stream = UnixStream::connect(&socket).unwrap();
                 let mut writer = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
-                let mut sent_at = std::collections::VecDeque::new();
+                let mut sent_at = std::collections::HashMap::with_capacity(window);
                 let mut latencies = Vec::new();
                 let mut next_id = 0u64;
-                let mut done = 0u64;
                 let mut line = String::new();
                 loop {
                     while sent_at.len() < window && !stop.load(Ordering::Relaxed) {
                         writer.write_all(&load.request(client, next_id)).unwrap();
-                        sent_at.push_back(Instant::now());
+                        sent_at.insert(next_id, Instant::now());
                         next_id += 1;
                     }
                     if sent_at.is_empty() {
@@ -160,35 +176,93 @@ pub(crate) fn drive(
                     line.clear();
                     reader.read_line(&mut line).unwrap();
                     assert!(load.succeeded(&line), "request failed: {line}");
-                    // Replies may come back in any order; with one in flight the pairing is exact.
-                    let sent = sent_at.pop_front().unwrap();
-                    if window == 1 {
-                        latencies.push(sent.elapsed());
-                    }
-                    done += 1;
+                    let id = reply_id(&line).unwrap_or_else(|| panic!("no id in {line}"));
+                    let sent = sent_at
+                        .remove(&id)
+                        .unwrap_or_else(|| panic!("reply to no request: {line}"));
+                    latencies.push(sent.elapsed());
                 }
-                (done, latencies)
+                latencies
             })
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut replies = 0;
     let mut latencies = Vec::new();
     for handle in handles {
-        let (done, mut l) = handle.join().unwrap();
-        replies += done;
-        latencies.append(&mut l);
+        latencies.append(&mut handle.join().unwrap());
     }
+    latencies.sort_unstable();
     Run {
-        replies,
+        replies: latencies.len() as u64,
         elapsed: started.elapsed(),
         latencies,
     }
 }
 
+/// Round trips of one byte over a Unix socket pair between two threads, sorted: the socket echo
+/// that every figure through the daemon's socket is compared with, i.e. what the operating
+/// system (here, a VM) charges for waking a thread and being woken, twice.
+pub(crate) fn socket_echo(seconds: f64) -> Vec<Duration> {
+    use std::io::Read;
+    let (mut near, mut far) = UnixStream::pair().unwrap();
+    let echo = std::thread::spawn(move || {
+        let mut byte = [0u8];
+        while far.read_exact(&mut byte).is_ok() {
+            far.write_all(&byte).unwrap();
+        }
+    });
+    let mut latencies = Vec::new();
+    let mut byte = [1u8];
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds {
+        let sent = Instant::now();
+        near.write_all(&byte).unwrap();
+        near.read_exact(&mut byte).unwrap();
+        latencies.push(sent.elapsed());
+    }
+    drop(near);
+    echo.join().unwrap();
+    latencies.sort_unstable();
+    latencies
+}
+
+/// Appends a goal of an issue and how this run measured against it to the file named by
+/// `BENCH_GOALS` (`scripts/bench.sh` gathers them into the report's summary).
+pub(crate) fn record_goal(goal: &str, measured: &str, met: bool) {
+    record_verdict(goal, measured, if met { "met" } else { "not met" });
+}
+
+/// Like [`record_goal`], for a comparison whose verdict is not a threshold.
+pub(crate) fn record_verdict(goal: &str, measured: &str, verdict: &str) {
+    let Some(path) = std::env::var_os("BENCH_GOALS") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(file, "| {goal} | {measured} | {verdict} |").unwrap();
+}
+
+/// `d` in the unit that suits it: `850 ns`, `58.7 µs`, `1.23 ms`, `2.50 s`.
+pub(crate) fn duration(d: Duration) -> String {
+    let ns = d.as_secs_f64() * 1e9;
+    match ns {
+        n if n < 1e3 => format!("{n:.0} ns"),
+        n if n < 1e4 => format!("{:.2} µs", n / 1e3),
+        n if n < 1e6 => format!("{:.1} µs", n / 1e3),
+        n if n < 1e9 => format!("{:.2} ms", n / 1e6),
+        n => format!("{:.2} s", n / 1e9),
+    }
+}
+
 /// The value at `p` (0–1) of sorted samples.
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }

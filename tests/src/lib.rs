@@ -1,3 +1,5 @@
-//! Support for the end-to-end tests: the test cloud peer.
+//! Support for the end-to-end tests and benchmarks: the test cloud peer, and what the benchmarks
+//! measure on.
 
+pub mod bench_fixtures;
 pub mod cloud_peer;

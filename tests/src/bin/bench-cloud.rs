@@ -1,5 +1,6 @@
-//! Benchmarks of the cloud uplink against the test peer on 127.0.0.1, printed as the Markdown of
-//! `docs/benchmarks.md`.
+//! Benchmarks of the cloud uplink against the test peer on 127.0.0.1: the "Cloud uplink"
+//! section of `docs/benchmarks.md` on stdout, progress on stderr (`scripts/bench.sh` runs it
+//! with the others and assembles the report).
 //!
 //! ```text
 //! cargo build --release --workspace
@@ -16,7 +17,7 @@
 //!   back (entries/s), and the daemon's peak RSS meanwhile.
 //!
 //! The peer runs in this process; it parses and stores every entry, so it is part of what the
-//! streaming figures measure.
+//! streaming figures measure. `BENCH_DAEMON_LOG=info` shows the daemon's log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use atlasbridge_e2e::cloud_peer::{CloudPeer, PeerConfig};
 use atlasbridge_protocol::cloud::messages::Stream;
-use bench_support::{Daemon, drive, percentile, thousands, workspace};
+use bench_support::{Daemon, drive, percentile, record_verdict, thousands, workspace};
 
 struct Settings {
     daemon: PathBuf,
@@ -123,7 +124,7 @@ fn start(dir: &Path, settings: &Settings, config: &str, peer: Option<&CloudPeer>
 }
 
 fn us(d: Duration) -> String {
-    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+    format!("{} µs", thousands(d.as_secs_f64() * 1e6))
 }
 
 fn main() {
@@ -134,10 +135,16 @@ fn main() {
         .unwrap();
     let policy = work.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
+    eprintln!("bench-cloud: work directory {}", work.path().display());
+    println!("## Cloud uplink");
+    println!();
     println!(
-        "machine: {} cores; work directory {}",
-        bench_support::cores(),
-        work.path().display()
+        "Binary: `bench-cloud --seconds {} --rounds {} --entries {}`. The test peer \
+         (`tests/src/cloud_peer`) runs in the benchmark's process on 127.0.0.1 at nice 19: it \
+         stands in for a cloud on another machine, but unless placed on its own CPU it shares \
+         the machine's cores, and it parses, verifies and stores every entry, so it is part of \
+         what the streaming figures measure.",
+        settings.seconds, settings.rounds, settings.entries
     );
     latency(&settings, work.path(), &policy);
     if settings.backlog {
@@ -180,99 +187,166 @@ fn latency(settings: &Settings, work: &Path, policy: &Path) {
     if bench_support::cores() >= 2 {
         placements.push(Placement::Split);
     }
-    for placement in placements {
-        println!();
-        match placement {
-            Placement::Shared => println!(
-                "### Local decisions while streaming, all threads on all CPUs (`fsync`, one client, \
-                 one request in flight, {} s per row, {} rounds)",
-                settings.seconds, settings.rounds
-            ),
-            Placement::Split => println!(
-                "### Local decisions while streaming, daemon and client on CPU 0, peer on CPU 1 \
-                 (`fsync`, one client, one request in flight, {} s per row, {} rounds)",
-                settings.seconds, settings.rounds
-            ),
-        }
-        println!();
-        println!("| round | cloud | decisions | decisions/s | p50 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|");
-        let rounds: Vec<Round> = (1..=settings.rounds)
-            .map(|round| {
-                let dir = work.join(format!("{placement:?}-{round}"));
-                let result = match placement {
-                    Placement::Shared => latency_round(settings, &dir, policy, None),
-                    Placement::Split => {
-                        bench_support::on_cpu(0, || latency_round(settings, &dir, policy, Some(1)))
+    let measured: Vec<(Placement, Vec<Round>)> = placements
+        .into_iter()
+        .map(|placement| {
+            let rounds = (1..=settings.rounds)
+                .map(|round| {
+                    eprintln!("bench-cloud: latency, {placement:?}, round {round}");
+                    let dir = work.join(format!("{placement:?}-{round}"));
+                    match placement {
+                        Placement::Shared => latency_round(settings, &dir, policy, None),
+                        Placement::Split => bench_support::on_cpu(0, || {
+                            latency_round(settings, &dir, policy, Some(1))
+                        }),
                     }
-                };
-                for (label, row) in [
-                    ("off (no `[cloud]`)", &result.off),
-                    ("on, peer healthy", &result.healthy),
-                    ("on, peer killed", &result.killed),
-                ] {
-                    println!(
-                        "| {round} | {label} | {} | {} | {} | {} | {} |",
-                        thousands(row.decisions as f64),
-                        thousands(row.rate),
-                        us(row.p50),
-                        us(row.p99),
-                        us(row.max)
-                    );
-                }
-                result
-            })
-            .collect();
-        summarize(&rounds);
+                })
+                .collect();
+            (placement, rounds)
+        })
+        .collect();
+
+    println!();
+    println!("### Local decisions while streaming");
+    println!();
+    println!(
+        "One client, one request in flight, `durability = \"fsync\"` (the default), {} s per row: \
+         a daemon without `[cloud]` (off); then one linked to the peer, streaming each decision \
+         as it is made (healthy); then the same daemon after the peer was killed, its uplink \
+         reconnecting with backoff (killed). {} rounds of the three rows, fresh daemons each \
+         round, in two placements: every thread free to run on every CPU (shared), and the peer \
+         alone on CPU 1 with the daemon and its client on CPU 0 (split, `sched_setaffinity`), \
+         which takes the peer's work off the daemon's CPU as a cloud on another machine would.",
+        settings.seconds, settings.rounds
+    );
+    println!();
+    println!(
+        "| placement | row | median p99 | × off | p99 per round | p50 per round | decisions/s per round |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (placement, rounds) in &measured {
+        summarize(*placement, rounds);
+    }
+    println!();
+    println!("<details><summary>Every round</summary>");
+    println!();
+    println!("| placement | round | row | decisions | decisions/s | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (placement, rounds) in &measured {
+        for (index, round) in rounds.iter().enumerate() {
+            for (label, row) in [
+                ("off", &round.off),
+                ("healthy", &round.healthy),
+                ("killed", &round.killed),
+            ] {
+                println!(
+                    "| {} | {} | {label} | {} | {} | {} | {} | {} |",
+                    placement.name(),
+                    index + 1,
+                    thousands(row.decisions as f64),
+                    thousands(row.rate),
+                    us(row.p50),
+                    us(row.p99),
+                    us(row.max)
+                );
+            }
+        }
+    }
+    println!();
+    println!("</details>");
+    println!();
+    for (placement, rounds) in &measured {
+        let mean =
+            |pick: fn(&Round) -> f64| rounds.iter().map(pick).sum::<f64>() / rounds.len() as f64;
+        println!(
+            "- {}, over the healthy rows (mean): {} entries reached the peer per row; the daemon \
+             used {:.0}% of one core, its uplink threads {:.1}%, the peer's threads {:.1}% (CPU \
+             time from `/proc/<pid>/task/*/stat`).",
+            placement.name(),
+            thousands(mean(|round| round.delivered as f64)),
+            mean(|round| round.daemon_cpu),
+            mean(|round| round.uplink_cpu),
+            mean(|round| round.peer_cpu),
+        );
     }
 }
 
-/// The median over the rounds of each row's p99, with its ratio to the `off` row, and the CPU
-/// shares of the healthy rows.
-fn summarize(rounds: &[Round]) {
-    let median_p99 = |pick: fn(&Round) -> &Row| {
-        let mut p99s: Vec<Duration> = rounds.iter().map(|round| pick(round).p99).collect();
-        p99s.sort();
-        p99s[p99s.len() / 2]
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Split => "split",
+        }
+    }
+}
+
+/// The median over the rounds of a row's p99.
+fn median_p99(rounds: &[Round], pick: fn(&Round) -> &Row) -> Duration {
+    let mut p99s: Vec<Duration> = rounds.iter().map(|round| pick(round).p99).collect();
+    p99s.sort();
+    p99s[p99s.len() / 2]
+}
+
+/// The summary rows of one placement, and its verdict on the issue's comparison: the p99 with
+/// the peer healthy against killed, judged against the spread of the `off` row's own p99 from
+/// round to round (the noise of this machine).
+fn summarize(placement: Placement, rounds: &[Round]) {
+    let range = |values: Vec<f64>, show: fn(f64) -> String| {
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(0.0, f64::max);
+        format!("{}–{}", show(min), show(max))
     };
-    let ratios = |pick: fn(&Round) -> &Row| {
-        let mut ratios: Vec<f64> = rounds
-            .iter()
-            .map(|round| pick(round).p99.as_secs_f64() / round.off.p99.as_secs_f64())
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        ratios
-    };
-    let off = median_p99(|round| &round.off);
-    println!();
-    println!("Median p99 over the rounds: off {}", us(off));
+    let micros = |s: f64| us(Duration::from_secs_f64(s));
+    let off = median_p99(rounds, |round| &round.off);
     for (label, pick) in [
-        ("healthy", (|round| &round.healthy) as fn(&Round) -> &Row),
-        ("killed", |round| &round.killed),
+        (
+            "off (no `[cloud]`)",
+            (|round| &round.off) as fn(&Round) -> &Row,
+        ),
+        ("on, peer healthy", |round| &round.healthy),
+        ("on, peer killed", |round| &round.killed),
     ] {
-        let each = ratios(pick);
+        let median = median_p99(rounds, pick);
         println!(
-            "- {label}: {} (×{:.2} off); per round ×{:.2}–×{:.2} the same round's off",
-            us(median_p99(pick)),
-            median_p99(pick).as_secs_f64() / off.as_secs_f64(),
-            each[0],
-            each[each.len() - 1],
+            "| {} | {label} | {} | {:.2} | {} | {} | {} |",
+            placement.name(),
+            us(median),
+            median.as_secs_f64() / off.as_secs_f64(),
+            range(
+                rounds.iter().map(|r| pick(r).p99.as_secs_f64()).collect(),
+                micros
+            ),
+            range(
+                rounds.iter().map(|r| pick(r).p50.as_secs_f64()).collect(),
+                micros
+            ),
+            range(rounds.iter().map(|r| pick(r).rate).collect(), thousands),
         );
     }
-    let killed = median_p99(|round| &round.killed);
-    println!(
-        "- healthy against killed (the issue's comparison): ×{:.2} of the medians",
-        median_p99(|round| &round.healthy).as_secs_f64() / killed.as_secs_f64()
-    );
-    let mean = |pick: fn(&Round) -> f64| rounds.iter().map(pick).sum::<f64>() / rounds.len() as f64;
-    println!(
-        "- over the healthy rows (mean): {} entries reached the peer per row; the daemon used \
-         {:.0}% of one core, its uplink threads {:.1}%, the peer's threads (in this process) \
-         {:.1}% (CPU time from `/proc/<pid>/task/*/stat`).",
-        thousands(mean(|round| round.delivered as f64)),
-        mean(|round| round.daemon_cpu),
-        mean(|round| round.uplink_cpu),
-        mean(|round| round.peer_cpu),
+    let healthy = median_p99(rounds, |round| &round.healthy);
+    let killed = median_p99(rounds, |round| &round.killed);
+    let ratio = healthy.as_secs_f64() / killed.as_secs_f64();
+    let off_p99s: Vec<f64> = rounds.iter().map(|r| r.off.p99.as_secs_f64()).collect();
+    let noise = off_p99s.iter().copied().fold(0.0, f64::max)
+        / off_p99s.iter().copied().fold(f64::INFINITY, f64::min);
+    record_verdict(
+        &format!(
+            "local decisions' p99 unaffected by streaming: peer healthy against killed ({} placement)",
+            placement.name()
+        ),
+        &format!(
+            "×{ratio:.2} of the medians ({} against {}); the `off` row alone spans ×{noise:.2} \
+             from round to round",
+            us(healthy),
+            us(killed)
+        ),
+        if rounds.len() < 2 {
+            "no verdict: one round measures no spread"
+        } else if ratio <= noise {
+            "within the noise"
+        } else {
+            "above the noise"
+        },
     );
 }
 
@@ -416,8 +490,8 @@ fn backlog(settings: &Settings, work: &Path, policy: &Path) {
     println!("### A backlog of {} entries", thousands(total as f64));
     println!();
     println!(
-        "The peer was stopped and {} trace entries were made (32 clients × 16 in flight, \
-         `durability = \"none\"`, {:.1} s), then the peer came back.",
+        "The daemon caught up with the peer, the peer was stopped, and {} trace entries were made \
+         (32 clients × 16 in flight, `durability = \"none\"`, {:.1} s); then the peer came back.",
         thousands(total as f64),
         filled.as_secs_f64()
     );
@@ -471,6 +545,45 @@ fn backlog(settings: &Settings, work: &Path, policy: &Path) {
     println!(
         "| for comparison: RSS of a daemon without `[cloud]` after as many decisions | {} KiB |",
         thousands(rss_without as f64)
+    );
+    println!();
+    println!(
+        "The trace files are the uplink's buffer: what the daemon holds while behind is compared \
+         with a daemon that made as many decisions without `[cloud]` (the idempotency memory \
+         keeps the last 100,000 answers). The time before the catch-up is the uplink's reconnect \
+         backoff (1 s doubling to 60 s while the peer was away), not the transfer."
+    );
+    record_verdict(
+        &format!(
+            "stream throughput and catch-up of a {}-entry backlog",
+            thousands(total as f64)
+        ),
+        &format!(
+            "{} entries/s, {:.1} s (after {:.1} s of reconnect backoff)",
+            thousands(total as f64 / transfer.as_secs_f64()),
+            transfer.as_secs_f64(),
+            reconnect.as_secs_f64()
+        ),
+        "—",
+    );
+    record_verdict(
+        &format!(
+            "daemon RSS while {} entries behind",
+            thousands(total as f64)
+        ),
+        &format!(
+            "{} KiB; {} KiB without `[cloud]` after as many decisions (×{:.2}); peak with the \
+             catch-up {} KiB",
+            thousands(rss_behind as f64),
+            thousands(rss_without as f64),
+            rss_behind as f64 / rss_without as f64,
+            thousands(peak_after as f64)
+        ),
+        if rss_behind as f64 <= rss_without as f64 * 1.25 {
+            "bounded (within ×1.25 of no cloud)"
+        } else {
+            "above ×1.25 of no cloud"
+        },
     );
 }
 

@@ -1,24 +1,24 @@
-//! Benchmarks of policy decisions, printed as the Markdown tables of `docs/benchmarks.md`.
+//! Socket benchmarks of decisions: the "Decisions" section of `docs/benchmarks.md` on stdout,
+//! progress on stderr (`scripts/bench.sh` runs it with the others and assembles the report).
 //!
 //! ```text
 //! cargo build --release --workspace
 //! cargo run --release -p atlasbridge-e2e --bin bench-decisions -- [--daemon PATH] [--seconds S]
-//!     [--only-eval | --only-socket | --only DURABILITY:CLIENTS:IN_FLIGHT]
+//!     [--only DURABILITY:CLIENTS:IN_FLIGHT]
 //! ```
 //!
-//! - evaluation alone ([`Evaluator::evaluate`], no daemon), in ns per decision, for every policy
-//!   of `examples/policies/` and for a generated 1,000-rule v1 policy that most events traverse
-//!   to its last rule; best of three runs of 200,000 evaluations over a fixed, varied set of
-//!   events;
 //! - `decision.evaluate` through the daemon's socket, with a full-autonomy policy, the daemon in
 //!   `durability = "fsync"` and then `"none"`: 1 and 32 clients with one request in flight, and
-//!   32 clients with 16 in flight; round-trip percentiles of one client
+//!   32 clients with 16 in flight; throughput and round-trip percentiles of every row
 //!   (`--only DURABILITY:CLIENTS:IN_FLIGHT` runs one row, for profiling);
-//! - as baselines, `edition.get` (no policy, no trace) against the same daemon: what the socket,
-//!   the framing and the runtime cost alone; and a 1-byte ping-pong between two threads over a
-//!   Unix socket pair: what the operating system charges for the round trip's wake-ups;
+//! - as baselines in the same run, `edition.get` (no policy, no trace) against the same daemon:
+//!   what the socket, the framing and the runtime cost alone; and the socket echo, one byte
+//!   between two threads over a Unix socket pair: what the operating system charges for the
+//!   round trip's wake-ups;
 //! - the one-client round trips again with the benchmark and the daemon on one CPU, where no
 //!   wake-up crosses between (virtual) CPUs.
+//!
+//! Evaluation alone (no socket) is an in-process figure: `benches/in_process.rs`.
 //!
 //! Everything runs in a temporary directory under `target/`, on the same disk as the build.
 
@@ -27,25 +27,17 @@
 #[path = "../bench_support.rs"]
 mod bench_support;
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::hint::black_box;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use atlasbridge_protocol::confidence::Confidence;
-use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
-use atlasbridge_protocol::policy::load_file;
 use atlasbridge_protocol::trace::{VerifyOptions, verify_path};
-use bench_support::{Daemon, drive, percentile, thousands, workspace};
+use bench_support::{
+    Daemon, Run, drive, duration, percentile, record_goal, socket_echo, thousands, workspace,
+};
 
 struct Settings {
     daemon: PathBuf,
     seconds: f64,
-    eval: bool,
-    socket: bool,
     /// Only this `durability:clients:in_flight` row (for profiling).
     only: Option<(String, usize, usize)>,
 }
@@ -54,8 +46,6 @@ fn settings() -> Settings {
     let mut settings = Settings {
         daemon: workspace().join("target/release/atlasbridged"),
         seconds: 5.0,
-        eval: true,
-        socket: true,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -68,8 +58,6 @@ fn settings() -> Settings {
                     .and_then(|s| s.parse().ok())
                     .expect("--seconds S");
             }
-            "--only-eval" => settings.socket = false,
-            "--only-socket" => settings.eval = false,
             "--only" => {
                 let row = args.next().expect("--only DURABILITY:CLIENTS:IN_FLIGHT");
                 let parts: Vec<&str> = row.split(':').collect();
@@ -81,7 +69,6 @@ fn settings() -> Settings {
                     clients.parse().unwrap(),
                     window.parse().unwrap(),
                 ));
-                settings.eval = false;
             }
             other => panic!("unknown argument {other}; see the source for usage"),
         }
@@ -95,288 +82,8 @@ fn main() {
         .prefix("bench-decisions-")
         .tempdir_in(workspace().join("target"))
         .unwrap();
-    println!(
-        "machine: {} cores; work directory {}",
-        std::thread::available_parallelism().map_or(1, usize::from),
-        work.path().display()
-    );
-    if settings.eval {
-        eval_benchmarks(work.path());
-    }
-    if settings.socket {
-        socket_benchmarks(&settings, work.path());
-    }
-}
-
-// Evaluation alone.
-
-/// Evaluations per timed run.
-const EVALUATIONS: usize = 200_000;
-
-/// Rules of the generated policy.
-const GENERATED_RULES: usize = 1_000;
-
-/// The events every policy is measured on: each prompt type, each confidence, destructive and
-/// harmless texts, short and long, two tools, with and without the `ci` session tag.
-fn events() -> Vec<Event<'static>> {
-    const LONG: &str = "The agent wants to run the following command in /home/dev/atlas:\n\n  \
-        cargo test --workspace --all-features -- --test-threads 2\n\nIt will compile 214 crates \
-        and run 1,873 tests; the last run took 3 min 12 s and passed. Output is streamed to the \
-        terminal and written to target/test.log. Allow this command to run? [y/n]";
-    let event = |prompt_text, prompt_type, confidence, tool_id, session_tag| Event {
-        prompt_text,
-        prompt_type,
-        confidence,
-        tool_id,
-        repo: "/home/dev/atlas",
-        session_tag,
-    };
-    use Confidence::{High, Low, Medium};
-    vec![
-        event("Continue? [y/n]", "yes_no", High, "claude-code", ""),
-        event(
-            "Overwrite the existing config file? [y/n]",
-            "yes_no",
-            High,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Run `rm -rf build/` to clean? [y/n]",
-            "yes_no",
-            High,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Press Enter to continue",
-            "confirm_enter",
-            High,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Press Enter to continue",
-            "confirm_enter",
-            Medium,
-            "codex",
-            "ci",
-        ),
-        event(
-            "Which test suite? 1) unit 2) integration 3) all",
-            "multiple_choice",
-            High,
-            "claude-code",
-            "ci",
-        ),
-        event(
-            "Enter the commit message:",
-            "free_text",
-            Medium,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Apply the migration to the local database? (y/n)",
-            "yes_no",
-            Medium,
-            "codex",
-            "",
-        ),
-        event(
-            "Do you want to delete the temporary branch? [y/N]",
-            "yes_no",
-            High,
-            "claude-code",
-            "",
-        ),
-        event(
-            "git push --force origin main? [y/n]",
-            "yes_no",
-            High,
-            "codex",
-            "ci",
-        ),
-        event(
-            "Install 3 new dependencies? [Y/n]",
-            "yes_no",
-            Low,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Select a model: 1) small 2) large",
-            "multiple_choice",
-            Low,
-            "codex",
-            "",
-        ),
-        event(
-            "Name of the new module:",
-            "free_text",
-            High,
-            "claude-code",
-            "",
-        ),
-        event(
-            "Proceed with the deploy to staging? [y/n]",
-            "yes_no",
-            High,
-            "claude-code",
-            "ci",
-        ),
-        event(
-            "Allow network access for this command? [y/n]",
-            "yes_no",
-            Medium,
-            "codex",
-            "ci",
-        ),
-        event(LONG, "yes_no", High, "claude-code", ""),
-    ]
-}
-
-/// A v1 policy of [`GENERATED_RULES`] rules: plain `contains` texts that no event holds (behind
-/// varied prompt types, confidences and tools, so that some rules fail before their text is
-/// searched), a regex every 100 rules, `any_of` blocks, two rules a few events reach (rule 200,
-/// `staging`; rule 600, `commit message`), and a last rule that catches everything.
-fn generated_policy() -> String {
-    const WORDS: [&str; 12] = [
-        "install", "upgrade", "migrate", "format", "publish", "rebase", "download", "compile",
-        "restart", "approve", "archive", "rotate",
-    ];
-    const TYPES: [&str; 6] = [
-        "[yes_no]",
-        "[yes_no, confirm_enter]",
-        "['*']",
-        "[multiple_choice]",
-        "[free_text, yes_no]",
-        "['*']",
-    ];
-    const CONFIDENCES: [&str; 3] = ["low", "medium", "high"];
-    let mut out =
-        String::from("policy_version: \"1\"\nname: generated-1000\nautonomy_mode: full\nrules:\n");
-    for i in 0..GENERATED_RULES {
-        let word = WORDS[i % WORDS.len()];
-        let types = TYPES[i % TYPES.len()];
-        let confidence = CONFIDENCES[i % CONFIDENCES.len()];
-        let rule = match i {
-            200 => "    match: {prompt_type: [yes_no], contains: staging}\n    \
-                    action: {type: auto_reply, value: \"y\"}\n"
-                .to_owned(),
-            600 => "    match: {prompt_type: [free_text], contains: commit message}\n    \
-                    action: {type: require_human}\n"
-                .to_owned(),
-            _ if i == GENERATED_RULES - 1 => {
-                "    match: {}\n    action: {type: require_human, message: catch-all}\n".to_owned()
-            }
-            _ if i % 100 == 50 => format!(
-                "    match:\n      contains: '({word}|deploy)\\s+to\\s+prod-{i}\\b'\n      \
-                 contains_is_regex: true\n    action: {{type: deny, reason: production}}\n"
-            ),
-            _ if i % 25 == 10 => format!(
-                "    match:\n      any_of:\n        \
-                 - {{prompt_type: {types}, contains: {word} step {i}}}\n        \
-                 - {{prompt_type: {types}, contains: {word} stage {i}}}\n    \
-                 action: {{type: notify_only}}\n"
-            ),
-            _ if i % 10 == 3 => format!(
-                "    match: {{tool_id: aider, contains: {word} {i}}}\n    \
-                 action: {{type: deny}}\n"
-            ),
-            _ => format!(
-                "    match: {{prompt_type: {types}, min_confidence: {confidence}, \
-                 contains: {word} item {i}}}\n    action: {{type: auto_reply, value: \"y\"}}\n"
-            ),
-        };
-        writeln!(out, "  - id: r{i:04}").unwrap();
-        out.push_str(&rule);
-    }
-    out.push_str("defaults:\n  no_match: require_human\n  low_confidence: deny\n");
-    out
-}
-
-fn eval_benchmarks(work: &Path) {
-    let generated = work.join("generated-1000.yaml");
-    std::fs::write(&generated, generated_policy()).unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace().join("examples/policies"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files.push(generated);
-    let events = events();
-
-    println!();
-    println!(
-        "### Evaluation alone: `Evaluator::evaluate`, best of 3 runs of {EVALUATIONS} evaluations \
-         over {} events",
-        events.len()
-    );
-    println!();
-    println!(
-        "| policy | rules | rules tried per event (mean / max) | ns per decision | decisions/s |"
-    );
-    println!("|---|---|---|---|---|");
-    let mut distributions = Vec::new();
-    for file in &files {
-        let loaded = load_file(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let name = loaded.policy.name.clone();
-        let rules = loaded.policy.rules.len();
-        let evaluator = Evaluator::new(loaded.policy).unwrap();
-
-        // Where each event is decided: a rule's index, or a default after trying every rule.
-        let mut decided_at: BTreeMap<String, usize> = BTreeMap::new();
-        let mut tried = Vec::new();
-        for event in &events {
-            let decision = evaluator.evaluate(event);
-            let index = decision.rule.map(|rule| {
-                evaluator
-                    .policy()
-                    .rules
-                    .iter()
-                    .position(|r| r.id == rule.id)
-                    .unwrap()
-            });
-            tried.push(index.map_or(rules, |i| i + 1));
-            let label = match index {
-                Some(i) => format!("rule {i} (`{}`)", decision.matched_rule()),
-                None => "a default (all rules tried)".to_owned(),
-            };
-            *decided_at.entry(label).or_default() += 1;
-        }
-        let mean_tried = tried.iter().sum::<usize>() as f64 / tried.len() as f64;
-        let max_tried = tried.iter().max().copied().unwrap_or(0);
-
-        let run = |n: usize| {
-            let started = Instant::now();
-            for event in events.iter().cycle().take(n) {
-                black_box(evaluator.evaluate(black_box(event)));
-            }
-            started.elapsed()
-        };
-        run(EVALUATIONS / 10);
-        let best = (0..3).map(|_| run(EVALUATIONS)).min().unwrap();
-        let ns = best.as_secs_f64() * 1e9 / EVALUATIONS as f64;
-        println!(
-            "| `{name}` ({}) | {rules} | {mean_tried:.1} / {max_tried} | {} | {} |",
-            file.file_name().unwrap().to_string_lossy(),
-            thousands(ns),
-            thousands(1e9 / ns),
-        );
-        distributions.push((name, decided_at));
-    }
-    println!();
-    println!("Where the {} events are decided:", events.len());
-    println!();
-    for (name, decided_at) in distributions {
-        let parts: Vec<String> = decided_at
-            .iter()
-            .map(|(label, count)| format!("{label}: {count}"))
-            .collect();
-        println!("- `{name}`: {}", parts.join("; "));
-    }
+    eprintln!("bench-decisions: work directory {}", work.path().display());
+    socket_benchmarks(&settings, work.path());
 }
 
 // Decisions through the socket.
@@ -443,32 +150,6 @@ impl bench_support::Load for Load {
     }
 }
 
-/// Round trips of one byte over a Unix socket pair between two threads, sorted: what the
-/// operating system (here, a VM) charges for waking a thread and being woken, twice.
-fn ping_pong(seconds: f64) -> Vec<Duration> {
-    use std::io::Read;
-    let (mut near, mut far) = UnixStream::pair().unwrap();
-    let echo = std::thread::spawn(move || {
-        let mut byte = [0u8];
-        while far.read_exact(&mut byte).is_ok() {
-            far.write_all(&byte).unwrap();
-        }
-    });
-    let mut latencies = Vec::new();
-    let mut byte = [1u8];
-    let started = Instant::now();
-    while started.elapsed().as_secs_f64() < seconds {
-        let sent = Instant::now();
-        near.write_all(&byte).unwrap();
-        near.read_exact(&mut byte).unwrap();
-        latencies.push(sent.elapsed());
-    }
-    drop(near);
-    echo.join().unwrap();
-    latencies.sort();
-    latencies
-}
-
 /// The rows: (clients, in flight per client).
 const ROWS: [(usize, usize); 3] = [(1, 1), (32, 1), (32, 16)];
 
@@ -481,9 +162,7 @@ struct Row {
     method: &'static str,
     clients: usize,
     window: usize,
-    rate: f64,
-    /// Sorted round trips, with one request in flight.
-    latencies: Vec<Duration>,
+    run: Run,
 }
 
 fn socket_benchmarks(settings: &Settings, work: &Path) {
@@ -498,12 +177,7 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             .is_none_or(|(d, c, w)| d == durability && (*c, *w) == (clients, window))
     };
     let measure = |socket: &Path, durability, load, clients, window| {
-        let mut run = drive(socket, load, clients, window, settings.seconds);
-        if clients == 1 {
-            run.latencies.sort();
-        } else {
-            run.latencies.clear();
-        }
+        eprintln!("bench-decisions: {load:?}, {durability}, {clients} × {window}");
         Row {
             durability,
             method: match load {
@@ -512,15 +186,11 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             },
             clients,
             window,
-            rate: run.rate(),
-            latencies: run.latencies,
+            run: drive(socket, load, clients, window, settings.seconds),
         }
     };
     // The floor under any round trip: the operating system's, measured before the daemons run.
-    let floor = settings
-        .only
-        .is_none()
-        .then(|| ping_pong(settings.seconds.min(3.0)));
+    let echo = socket_echo(settings.seconds.min(3.0));
     for durability in ["fsync", "none"] {
         if !ROWS.iter().any(|&(c, w)| only(durability, c, w)) {
             continue;
@@ -572,111 +242,133 @@ fn socket_benchmarks(settings: &Settings, work: &Path) {
             let evaluate = measure(&daemon.socket, "none", Load::Evaluate(9), 1, 1);
             let noop = measure(&daemon.socket, "none", Load::Noop, 1, 1);
             drop(daemon);
-            (evaluate, noop, ping_pong(settings.seconds.min(3.0)))
+            (evaluate, noop, socket_echo(settings.seconds.min(3.0)))
         })
     });
 
+    let echo_p50 = percentile(&echo, 0.5);
+    println!("## Decisions through the socket");
     println!();
     println!(
-        "### Requests through the socket, {} s per row",
-        settings.seconds
+        "Binary: `bench-decisions --seconds {}`. Each client is a connection sending \
+         `decision.evaluate` with a unique `prompt_id`: a `yes_no`, `high`-confidence prompt under \
+         a full-autonomy policy of 3 rules (`auto_reply` `y`). Every reply is checked to be a \
+         result that tells the agent `auto_reply`, and counts when it has arrived; a reply is \
+         sent only after the trace entry is stored (durable in `fsync` mode). Round trips are \
+         timed per request (send to reply, matched by id). The daemon runs once with \
+         `[trace] durability = \"fsync\"` and once with `\"none\"`; the same `none` daemon also \
+         answers `edition.get`, which reads no policy and writes no trace. The clients run on \
+         the same cores as the daemon. Baseline in the same run, before the daemons: the socket \
+         echo (one byte back and forth between two threads over a Unix socket pair), p50 {}.",
+        settings.seconds,
+        duration(echo_p50)
     );
     println!();
-    println!("| request | durability | clients | in flight per client | replies/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| request | durability | clients | in flight per client | replies/s | p50 | p99 | p50 ÷ echo |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| `{}` | `{}` | {} | {} | {} |",
+            "| `{}` | `{}` | {} | {} | {} | {} | {} | {:.1} |",
             row.method,
             row.durability,
             row.clients,
             row.window,
-            thousands(row.rate)
+            thousands(row.run.rate()),
+            duration(row.run.latency(0.5)),
+            duration(row.run.latency(0.99)),
+            row.run.latency(0.5).as_secs_f64() / echo_p50.as_secs_f64(),
         );
     }
     println!();
-    println!("Round trip, one client, one request in flight:");
+    println!("Round trips of one client with one request in flight, in full:");
     println!();
-    println!("| request | durability | requests | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|");
-    let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
-    let print = |what: &str, durability: &str, sorted: &[Duration]| {
+    println!("| request | durability | placement | requests | p50 | p90 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let print = |what: &str, durability: &str, placement: &str, sorted: &[Duration]| {
         println!(
-            "| {what} | {durability} | {} | {} | {} | {} | {} |",
+            "| {what} | {durability} | {placement} | {} | {} | {} | {} | {} |",
             thousands(sorted.len() as f64),
-            us(percentile(sorted, 0.5)),
-            us(percentile(sorted, 0.9)),
-            us(percentile(sorted, 0.99)),
-            us(*sorted.last().unwrap())
+            duration(percentile(sorted, 0.5)),
+            duration(percentile(sorted, 0.9)),
+            duration(percentile(sorted, 0.99)),
+            duration(sorted.last().copied().unwrap_or_default())
         );
     };
-    for row in rows.iter().filter(|row| !row.latencies.is_empty()) {
+    const ACROSS: &str = "across CPUs";
+    for row in rows
+        .iter()
+        .filter(|row| row.clients == 1 && row.window == 1)
+    {
         print(
             &format!("`{}`", row.method),
             &format!("`{}`", row.durability),
-            &row.latencies,
+            ACROSS,
+            &row.run.latencies,
         );
     }
-    if let Some(sorted) = &floor {
+    print("socket echo (no daemon)", "—", ACROSS, &echo);
+    if let Some((evaluate, noop, echo)) = &one_cpu {
+        const ONE: &str = "one CPU";
         print(
-            "1-byte ping-pong between two threads (no daemon)",
-            "—",
-            sorted,
+            "`decision.evaluate`",
+            "`none`",
+            ONE,
+            &evaluate.run.latencies,
         );
+        print("`edition.get`", "`none`", ONE, &noop.run.latencies);
+        print("socket echo (no daemon)", "—", ONE, echo);
     }
-    if let Some((evaluate, noop, floor)) = &one_cpu {
-        println!();
-        println!("The same, with the daemon and the client on one CPU (`sched_setaffinity`):");
-        println!();
-        println!("| request | durability | requests | p50 | p90 | p99 | max |");
-        println!("|---|---|---|---|---|---|---|");
-        print("`decision.evaluate`", "`none`", &evaluate.latencies);
-        print("`edition.get`", "`none`", &noop.latencies);
-        print(
-            "1-byte ping-pong between two threads (no daemon)",
-            "—",
-            floor,
-        );
-    }
+    println!();
+    println!(
+        "\"across CPUs\": every thread free to run on every CPU. \"one CPU\": the benchmark and the \
+         daemon it starts pinned to CPU 0 (`sched_setaffinity`), so that no wake-up crosses \
+         between CPUs and what is left is the work of the two processes."
+    );
     println!();
     for (durability, entries) in &traces {
         println!(
-            "After the `{durability}` run the daemon's trace holds {} entries and verifies.",
+            "After the `{durability}` rows the daemon's trace held {} entries and verified.",
             thousands(*entries as f64)
         );
     }
+    println!();
 
-    println!();
-    println!("Goals:");
-    println!();
-    let met = |ok: bool| if ok { "met" } else { "not met" };
-    let decisions = rows.iter().filter(|row| row.method == "decision.evaluate");
-    for row in decisions.clone() {
+    for row in rows.iter().filter(|row| row.method == "decision.evaluate") {
         if row.durability == "fsync" && row.clients == 32 {
-            println!(
-                "- ≥ 50,000 durable decisions/s, 32 clients × {} in flight: {} ({}).",
-                row.window,
-                thousands(row.rate),
-                met(row.rate >= 50_000.0)
+            record_goal(
+                &format!(
+                    "≥ 50,000 durable decisions/s, 32 clients × {} in flight",
+                    row.window
+                ),
+                &format!("{}/s", thousands(row.run.rate())),
+                row.run.rate() >= 50_000.0,
+            );
+        }
+        if row.durability == "none" && row.clients == 1 {
+            let p50 = row.run.latency(0.5);
+            record_goal(
+                "p50 ≤ 25 µs, `decision.evaluate`, durability `none`, one client, across CPUs",
+                &format!(
+                    "{} (socket echo alone: {})",
+                    duration(p50),
+                    duration(echo_p50)
+                ),
+                p50 <= Duration::from_micros(25),
             );
         }
     }
-    for row in decisions {
-        if row.durability == "none" && !row.latencies.is_empty() {
-            let p50 = percentile(&row.latencies, 0.5);
-            println!(
-                "- p50 ≤ 25 µs with durability `none`, one client: {} ({}).",
-                us(p50),
-                met(p50 <= Duration::from_micros(25))
-            );
-        }
-    }
-    if let Some((evaluate, _, _)) = &one_cpu {
-        let p50 = percentile(&evaluate.latencies, 0.5);
-        println!(
-            "- p50 ≤ 25 µs with durability `none`, one client, daemon and client on one CPU: {} ({}).",
-            us(p50),
-            met(p50 <= Duration::from_micros(25))
+    if let Some((evaluate, _, echo)) = &one_cpu {
+        let p50 = evaluate.run.latency(0.5);
+        record_goal(
+            "p50 ≤ 25 µs, `decision.evaluate`, durability `none`, one client, one CPU",
+            &format!(
+                "{} (socket echo alone: {})",
+                duration(p50),
+                duration(percentile(echo, 0.5))
+            ),
+            p50 <= Duration::from_micros(25),
         );
     }
 }
