@@ -28,7 +28,7 @@ if [ "$quick" = 1 ]; then
   criterion_args=(--warm-up-time 0.2 --measurement-time 0.5 --nresamples 2000)
 else
   seconds=5 rounds=3 entries=1000000 verify_entries=1000000 runs=300
-  criterion_args=(--warm-up-time 1 --measurement-time 3 --nresamples 20000)
+  criterion_args=(--warm-up-time 0.5 --measurement-time 2 --nresamples 10000)
 fi
 
 parts=target/bench
