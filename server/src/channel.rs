@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
+use crate::metrics::BatchOutcome;
 use crate::server::AppState;
 use crate::store::{self, CheckpointOutcome, HeadSource, HeadVerdict};
 
@@ -55,6 +56,7 @@ struct Connection {
 
 /// Serves one upgraded connection for the runtime and org of `claims`.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
+    let _open = state.metrics.channel_opened();
     let shutdown = state.shutdown.clone();
     let mut connection = Connection {
         state,
@@ -261,7 +263,8 @@ impl Connection {
                 source,
             )
             .await?;
-            if let HeadVerdict::Refused { detail, .. } = verdict {
+            if let HeadVerdict::Refused { kind, detail } = verdict {
+                self.state.metrics.head_refused(*stream, kind);
                 refusals.push(detail);
             }
         }
@@ -322,6 +325,10 @@ impl Connection {
         match result {
             Ok(flow) => flow,
             Err(e) => {
+                if envelope.kind == kind::AUDIT_BATCH {
+                    let stream = envelope.payload_as::<AuditBatch>().ok().map(|b| b.stream);
+                    self.state.metrics.batch(stream, BatchOutcome::Failed);
+                }
                 self.database_failed(&e).await;
                 Flow::Stop
             }
@@ -331,12 +338,22 @@ impl Connection {
     async fn on_batch(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
         let batch: AuditBatch = match envelope.payload_as() {
             Ok(batch) => batch,
-            Err(e) => return Ok(self.send_error("BAD_PAYLOAD", &e.to_string()).await),
+            Err(e) => {
+                self.state.metrics.batch(None, BatchOutcome::Rejected);
+                return Ok(self.send_error("BAD_PAYLOAD", &e.to_string()).await);
+            }
         };
         let mut client = self.state.db.client().await?;
         let transaction = org_transaction(&mut client, &self.org_id).await?;
         let outcome = store::ingest(&transaction, &self.org_id, &self.runtime_id, &batch).await?;
         transaction.commit().await?;
+        let findings: Vec<&'static str> = outcome.problems.iter().map(|(kind, _)| *kind).collect();
+        self.state.metrics.batch_committed(
+            batch.stream,
+            outcome.stored,
+            outcome.through_seq.is_some(),
+            &findings,
+        );
         debug!(
             runtime_id = %self.runtime_id,
             stream = batch.stream.name(),
@@ -409,6 +426,7 @@ impl Connection {
                 Ok(self.ack_of(&envelope.message_id).await)
             }
             CheckpointOutcome::Refused(why) => {
+                self.state.metrics.checkpoint_refused();
                 Ok(self.send_error("CHECKPOINT_REFUSED", &why).await)
             }
         }

@@ -81,6 +81,11 @@ impl Db {
         Ok(Self { pool })
     }
 
+    /// The pool's size and waiters now (for the metrics).
+    pub fn status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// A pooled connection, or [`DbError::Busy`] when none frees up in time.
     pub async fn client(&self) -> Result<Object, DbError> {
         self.pool.get().await.map_err(|e| match e {

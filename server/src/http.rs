@@ -37,7 +37,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/auth/token", post(token))
         .route("/v1/connect", get(connect))
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            crate::metrics::track_http,
+        ))
         .with_state(state)
 }
 
@@ -174,6 +179,7 @@ async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
         .tokens
         .issue(&request.org_id, &request.runtime_id, &key.key_id)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
+    state.metrics.token_issued();
     info!(org_id = %request.org_id, runtime_id = %request.runtime_id, key_id = %key.key_id, "token issued");
     Ok(Json(TokenResponse {
         access_token,

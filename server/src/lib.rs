@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod limit;
+pub mod metrics;
 pub mod migrate;
 pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limit::RateLimiter;
+use crate::metrics::Metrics;
 
 /// What every request and connection shares. Nothing here is per-replica state worth keeping:
 /// the database is the only store, so replicas behind a load balancer need no coordination.
@@ -41,6 +42,8 @@ pub struct AppState {
     /// The control channels, so shutdown can wait for their close frames: upgraded connections
     /// are no longer tracked by the HTTP server's own graceful shutdown.
     pub channels: TaskTracker,
+    /// What `/metrics` shows.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why the server key could not be had.
@@ -150,5 +153,6 @@ pub fn state(
         config,
         shutdown,
         channels: TaskTracker::new(),
+        metrics: Arc::new(Metrics::new()),
     }
 }

@@ -141,8 +141,8 @@ pub struct IngestOutcome {
     pub through_seq: Option<u64>,
     /// Entries stored now (not held before).
     pub stored: usize,
-    /// Problems found in this batch (also recorded as flags).
-    pub problems: Vec<String>,
+    /// Problems found in this batch (also recorded as flags): their kind and what was found.
+    pub problems: Vec<(&'static str, String)>,
 }
 
 /// One finding that breaks a chain.
@@ -367,7 +367,7 @@ pub async fn ingest(
     Ok(IngestOutcome {
         through_seq: next_seq.checked_sub(1),
         stored: fresh.len(),
-        problems: breaks.into_iter().map(|b| b.detail).collect(),
+        problems: breaks.into_iter().map(|b| (b.kind, b.detail)).collect(),
     })
 }
 
