@@ -11,6 +11,7 @@
 
 mod daemons;
 mod metrics;
+mod replicas;
 mod runtime_channel;
 mod support;
 mod tenant_isolation;
