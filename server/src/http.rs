@@ -38,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/auth/token", post(token))
         .route("/v1/connect", get(connect))
         .route("/metrics", get(crate::metrics::scrape))
+        .route("/v1/witness", post(crate::witness::query))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
@@ -56,7 +57,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -73,7 +74,7 @@ impl ApiError {
         }
     }
 
-    fn unauthorized(code: &'static str, message: &str) -> Self {
+    pub(crate) fn unauthorized(code: &'static str, message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 }
@@ -189,7 +190,7 @@ async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
     .into_response())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()

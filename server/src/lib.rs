@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod migrate;
 pub mod server;
 pub mod store;
+pub mod witness;
