@@ -15,3 +15,4 @@ mod replicas;
 mod runtime_channel;
 mod support;
 mod tenant_isolation;
+mod witness;

@@ -172,6 +172,15 @@ impl TestDaemon {
         }
     }
 
+    /// Kills the daemon (SIGKILL, as a crash) and starts it again on the same data.
+    pub fn restart(&mut self, api_key: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch(api_key);
+    }
+
     pub fn conn(&self) -> Conn {
         Conn::open(&self.socket()).expect("connect to the daemon")
     }
