@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use atlasbridge_server::config::{Config, ENV_OVERRIDES};
-use saphyr::{LoadableYamlNode, ScalarOwned, YamlOwned};
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde_json::{Map, Value};
 
 /// The variable that names the config file (read by the command line, not the loader).
 const CONFIG_VARIABLE: &str = "ATLASBRIDGE_SERVER_CONFIG";
@@ -53,9 +54,79 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|ext| ext == "yaml" || ext == "yml")
 }
 
-fn parse(path: &Path, text: &str) -> Vec<YamlOwned> {
-    YamlOwned::load_from_str(text)
-        .unwrap_or_else(|e| panic!("{} does not parse: {e}\n{text}", path.display()))
+/// The YAML documents of `text` as JSON values, built from `saphyr-parser`'s events (the
+/// parser the policy loader uses): anchors and aliases resolved, plain scalars read with the
+/// core schema, a repeated key refused.
+fn parse(path: &Path, text: &str) -> Vec<Value> {
+    let fail = |why: String| -> ! { panic!("{} does not parse: {why}\n{text}", path.display()) };
+    enum Frame {
+        Seq(Vec<Value>, usize),
+        Map(Map<String, Value>, Option<String>, usize),
+    }
+    let mut documents = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: BTreeMap<usize, Value> = BTreeMap::new();
+    let mut parser = Parser::new_from_str(text);
+    while let Some(next) = parser.next_event() {
+        let (event, _) = next.unwrap_or_else(|e| fail(e.to_string()));
+        let (node, anchor) = match event {
+            Event::SequenceStart(anchor, _) => {
+                stack.push(Frame::Seq(Vec::new(), anchor));
+                continue;
+            }
+            Event::MappingStart(anchor, _) => {
+                stack.push(Frame::Map(Map::new(), None, anchor));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
+                Some(Frame::Seq(items, anchor)) => (Value::Array(items), anchor),
+                Some(Frame::Map(map, _, anchor)) => (Value::Object(map), anchor),
+                None => fail("unbalanced collection".to_owned()),
+            },
+            Event::Scalar(text, style, anchor, _) => (scalar(&text, style), anchor),
+            Event::Alias(id) => (
+                anchors
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| fail(format!("unknown anchor {id}"))),
+                0,
+            ),
+            _ => continue,
+        };
+        if anchor > 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => documents.push(node),
+            Some(Frame::Seq(items, _)) => items.push(node),
+            Some(Frame::Map(map, key, _)) => match key.take() {
+                None => *key = Some(text_of(&node).unwrap_or_else(|| node.to_string())),
+                Some(name) => {
+                    if map.insert(name.clone(), node).is_some() {
+                        fail(format!("the key {name} is repeated"));
+                    }
+                }
+            },
+        }
+    }
+    documents
+}
+
+/// A scalar with the YAML 1.2 core schema: only plain scalars are numbers, booleans or null.
+fn scalar(text: &str, style: ScalarStyle) -> Value {
+    if style != ScalarStyle::Plain {
+        return Value::String(text.to_owned());
+    }
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        _ => text
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| text.parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| Value::String(text.to_owned())),
+    }
 }
 
 /// The names the server accepts from its environment.
@@ -82,55 +153,50 @@ fn server_variables_in(text: &str) -> BTreeSet<String> {
     found
 }
 
-fn get<'a>(node: &'a YamlOwned, key: &str) -> Option<&'a YamlOwned> {
-    match node {
-        YamlOwned::Mapping(map) => map.iter().find_map(|(k, v)| {
-            matches!(k, YamlOwned::Value(ScalarOwned::String(s)) if s == key).then_some(v)
-        }),
-        _ => None,
-    }
+fn get<'a>(node: &'a Value, key: &str) -> Option<&'a Value> {
+    node.as_object()?.get(key)
 }
 
-fn text(node: &YamlOwned) -> Option<String> {
+/// A scalar as the text a template or a config would see.
+fn text_of(node: &Value) -> Option<String> {
     match node {
-        YamlOwned::Value(ScalarOwned::String(s)) => Some(s.clone()),
-        YamlOwned::Value(ScalarOwned::Integer(n)) => Some(n.to_string()),
-        YamlOwned::Value(ScalarOwned::Boolean(b)) => Some(b.to_string()),
-        YamlOwned::Value(ScalarOwned::FloatingPoint(f)) => Some(f.to_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
 
 /// Every `env:` list of Kubernetes containers in `node`: (name, literal value if any).
-fn container_env(node: &YamlOwned, out: &mut Vec<(String, Option<String>)>) {
+fn container_env(node: &Value, out: &mut Vec<(String, Option<String>)>) {
     match node {
-        YamlOwned::Mapping(map) => {
+        Value::Object(map) => {
             for (key, value) in map {
-                if matches!(key, YamlOwned::Value(ScalarOwned::String(k)) if k == "env")
-                    && let YamlOwned::Sequence(items) = value
+                if key == "env"
+                    && let Value::Array(items) = value
                 {
                     for item in items {
-                        if let Some(name) = get(item, "name").and_then(text) {
-                            out.push((name, get(item, "value").and_then(text)));
+                        if let Some(name) = get(item, "name").and_then(text_of) {
+                            out.push((name, get(item, "value").and_then(text_of)));
                         }
                     }
                 }
                 container_env(value, out);
             }
         }
-        YamlOwned::Sequence(items) => items.iter().for_each(|item| container_env(item, out)),
+        Value::Array(items) => items.iter().for_each(|item| container_env(item, out)),
         _ => {}
     }
 }
 
 /// `values.yaml`'s node at `path` (`a.b.c`).
-fn value_at<'a>(values: &'a YamlOwned, path: &str) -> Option<&'a YamlOwned> {
+fn value_at<'a>(values: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(values, |node, key| get(node, key))
 }
 
 /// The small rendering of a chart template (see the module documentation); `Err` names a
 /// `.Values` reference that `values.yaml` does not have.
-fn render(template: &str, values: &YamlOwned, chart: &YamlOwned) -> Result<String, String> {
+fn render(template: &str, values: &Value, chart: &Value) -> Result<String, String> {
     // Every reference must exist, also in the action lines that are dropped.
     for reference in template.split(".Values.").skip(1) {
         let path: String = reference
@@ -170,18 +236,18 @@ fn render(template: &str, values: &YamlOwned, chart: &YamlOwned) -> Result<Strin
     Ok(out)
 }
 
-fn evaluate(action: &str, values: &YamlOwned, chart: &YamlOwned) -> String {
+fn evaluate(action: &str, values: &Value, chart: &Value) -> String {
     let mut stages = action.split('|').map(str::trim);
     let head = stages.next().unwrap_or_default();
     let value = if let Some(path) = head.strip_prefix(".Values.") {
-        value_at(values, path).and_then(text).unwrap_or_default()
+        value_at(values, path).and_then(text_of).unwrap_or_default()
     } else if let Some(member) = head.strip_prefix(".Chart.") {
         let key = match member {
             "Name" => "name",
             "Version" => "version",
             _ => "appVersion",
         };
-        get(chart, key).and_then(text).unwrap_or_default()
+        get(chart, key).and_then(text_of).unwrap_or_default()
     } else if head.starts_with(".Release.") {
         "release".to_owned()
     } else {
@@ -289,7 +355,7 @@ fn the_charts_config_and_environment_load_and_are_enough_to_serve() {
     let config_map = rendered("configmap.yaml");
     let toml = get(&config_map, "data")
         .and_then(|data| get(data, "server.toml"))
-        .and_then(text)
+        .and_then(text_of)
         .expect("server.toml in the ConfigMap");
     // The Deployment's environment, with the Secrets' values standing in.
     let deployment = rendered("deployment.yaml");
@@ -386,27 +452,27 @@ fn the_compose_services_of_the_server_get_a_config_that_loads() {
     let path = deploy_dir().join("docker-compose.yml");
     let compose = parse(&path, &std::fs::read_to_string(&path).unwrap()).remove(0);
     let services = get(&compose, "services").expect("services");
-    let YamlOwned::Mapping(services) = services else {
+    let Value::Object(services) = services else {
         panic!("services is not a mapping");
     };
     let mut replicas = 0;
     let mut migrate = false;
     for (name, service) in services {
-        let name = text(name).unwrap();
-        let image = get(service, "image").and_then(text).unwrap_or_default();
+        let name = name.clone();
+        let image = get(service, "image").and_then(text_of).unwrap_or_default();
         if !image.starts_with("atlasbridge-server") {
             continue;
         }
         let env: BTreeMap<String, String> = match get(service, "environment") {
-            Some(YamlOwned::Mapping(map)) => map
+            Some(Value::Object(map)) => map
                 .iter()
-                .map(|(k, v)| (text(k).unwrap(), interpolate(&text(v).unwrap_or_default())))
+                .map(|(k, v)| (k.clone(), interpolate(&text_of(v).unwrap_or_default())))
                 .collect(),
             _ => BTreeMap::new(),
         };
         assert_known(&format!("compose service {name}"), env.keys().cloned());
         let command = match get(service, "command") {
-            Some(YamlOwned::Sequence(items)) => items.iter().filter_map(text).collect::<Vec<_>>(),
+            Some(Value::Array(items)) => items.iter().filter_map(text_of).collect::<Vec<_>>(),
             _ => Vec::new(),
         };
         match command.first().map(String::as_str) {
