@@ -12,5 +12,6 @@
 mod daemons;
 mod people;
 mod runtime_channel;
+mod search;
 mod support;
 mod tenant_isolation;
