@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemons;
+mod live;
 mod people;
 mod runtime_channel;
 mod search;
