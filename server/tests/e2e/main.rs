@@ -12,6 +12,7 @@
 mod cross_tenant;
 mod daemons;
 mod live;
+mod oidc;
 mod people;
 mod runtime_channel;
 mod search;
