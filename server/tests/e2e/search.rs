@@ -61,6 +61,9 @@ fn decisions(runtime_id: &str, minutes: &[u64], offset: usize) -> (Vec<Value>, V
     (seal_chain(0, GENESIS_PREV_HASH, bodies), expected)
 }
 
+/// Which decisions a query should find.
+type Selects<'a> = Box<dyn Fn(&Expected) -> bool + 'a>;
+
 /// Newest first, ties by runtime then seq, descending: the API's order.
 fn ordered(mut all: Vec<Expected>) -> Vec<Expected> {
     all.sort_by(|a, b| (&b.at, &b.runtime_id, b.seq).cmp(&(&a.at, &a.runtime_id, a.seq)));
@@ -133,7 +136,7 @@ async fn decisions_sessions_audit_events_and_risk_are_searched_with_stable_curso
     let r1 = segment(&one.runtime_id);
     let r2 = segment(&two.runtime_id);
     let (id_one, id_two) = (one.runtime_id.clone(), two.runtime_id.clone());
-    let cases: Vec<(String, Box<dyn Fn(&Expected) -> bool>)> = vec![
+    let cases: Vec<(String, Selects<'_>)> = vec![
         (
             format!("runtime_id={r1}"),
             Box::new(|e| e.runtime_id == id_one),
