@@ -9,7 +9,12 @@
 // A test fails by panicking; in the fixtures too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cross_tenant;
 mod daemons;
+mod live;
+mod oidc;
+mod people;
 mod runtime_channel;
+mod search;
 mod support;
 mod tenant_isolation;
