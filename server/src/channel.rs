@@ -97,6 +97,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         };
     }
     info!(runtime_id = %connection.runtime_id, "runtime disconnected");
+    connection.publish_disconnected().await;
 }
 
 fn to_value<T: serde::Serialize>(value: &T) -> Value {
@@ -105,6 +106,27 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
 }
 
 impl Connection {
+    /// Tells the live stream the runtime is gone (best effort: the registry is what counts).
+    async fn publish_disconnected(&mut self) {
+        let published = async {
+            let mut client = self.state.db.client().await?;
+            let transaction = org_transaction(&mut client, &self.org_id).await?;
+            store::publish_runtime_change(
+                &transaction,
+                &self.org_id,
+                &self.runtime_id,
+                "disconnected",
+            )
+            .await?;
+            transaction.commit().await?;
+            Ok::<(), DbError>(())
+        }
+        .await;
+        if let Err(error) = published {
+            debug!(runtime_id = %self.runtime_id, %error, "no live event for a disconnection");
+        }
+    }
+
     /// Challenge, hello, registry, welcome; the runtime's key when all went well.
     async fn handshake(&mut self) -> Option<VerifyingKey> {
         let mut nonce = [0u8; 32];
@@ -240,6 +262,8 @@ impl Connection {
                 ],
                 HeadSource::Hello,
             )
+            .await?;
+        store::publish_runtime_change(&transaction, &self.org_id, &self.runtime_id, "connected")
             .await?;
         transaction.commit().await?;
         Ok((resume, refusals))

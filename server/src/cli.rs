@@ -1,5 +1,5 @@
 //! The command line: `migrate`, `serve`, `create-org`, `create-api-key`, `revoke-api-key`,
-//! `public-key`. The one place that uses anyhow.
+//! `create-user`, `public-key`. The one place that uses anyhow.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,9 @@ use tracing::{error, info};
 use crate::auth::ApiKey;
 use crate::config::Config;
 use crate::db::{Db, org_transaction};
-use crate::{migrate, server, store};
+use crate::role::Role;
+use crate::store::people::{self, NewUser};
+use crate::{migrate, password, server, store};
 
 /// The AtlasBridge governance server.
 #[derive(Debug, Parser)]
@@ -55,6 +57,25 @@ enum Command {
         org_id: String,
         /// The key's id (the part after `abk_`).
         key_id: String,
+    },
+    /// Creates a user of an organisation (the first owner, typically) and prints its id.
+    CreateUser {
+        /// The organisation.
+        #[arg(long = "org")]
+        org_id: String,
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// viewer, operator, admin or owner.
+        #[arg(long)]
+        role: String,
+        /// A name for people.
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Read a password (at least 12 characters) from the first line of standard input;
+        /// without it, the user can log in by SSO only.
+        #[arg(long)]
+        password_stdin: bool,
     },
     /// Prints the server's public key (`[cloud] server_public_key` of the runtimes), creating
     /// the key when it does not exist yet.
@@ -143,6 +164,49 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("revoked {key_id}");
             Ok(())
         }
+        Command::CreateUser {
+            org_id,
+            email,
+            role,
+            display_name,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role {role:?}: viewer, operator, admin or owner")
+            })?;
+            if !people::plausible_email(&email) {
+                bail!("{email:?} is not an email address");
+            }
+            let password_hash = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                let password = line.trim_end_matches(['\r', '\n']).to_owned();
+                let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&password))
+                    .await
+                    .context("the password hash did not finish")??;
+                Some(hash)
+            } else {
+                None
+            };
+            let db = admin_db(&config)?;
+            let mut client = db.client().await?;
+            let transaction = org_transaction(&mut client, &org_id).await?;
+            let new = NewUser {
+                email,
+                display_name,
+                role,
+                password_hash,
+                oidc: None,
+            };
+            let user = people::create_user(&transaction, &org_id, &new)
+                .await
+                .with_context(|| format!("cannot create the user in org {org_id}"))?;
+            transaction.commit().await?;
+            println!("{}", user.user_id);
+            Ok(())
+        }
         Command::PublicKey => {
             let key = server::load_or_create_signing_key(&config.runtime.signing_key_file)?;
             println!("{}", encode_public_key(&key.verifying_key()));
@@ -188,7 +252,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = CancellationToken::new();
-    let state = Arc::new(server::state(config, db, signing_key, shutdown.clone()));
+    let state = Arc::new(server::state(config, db, signing_key, shutdown.clone())?);
     tokio::spawn(stop_on_signal(shutdown.clone()));
     server::run(listener, state, shutdown).await?;
     info!("atlasbridge-server stopped");

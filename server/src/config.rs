@@ -48,6 +48,99 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// `[people]`: human sessions and password logins.
+    pub people: PeopleConfig,
+    /// `[oidc]`: single sign-on, off when absent.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[people]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeopleConfig {
+    /// A session ends this long after login, however busy.
+    pub session_lifetime_s: u64,
+    /// A session ends after this long unused.
+    pub session_idle_s: u64,
+    /// The `Secure` attribute of the session cookie. Leave it on behind TLS; off only for plain
+    /// HTTP on loopback (tests, a first try), where browsers would drop a Secure cookie.
+    pub cookie_secure: bool,
+    /// Failed password logins per address and window before it is refused with 429.
+    pub login_failures_per_window: u32,
+    /// The window of that count.
+    pub login_failure_window_s: u64,
+}
+
+/// What an SSO login of someone the organisation does not know yet gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownUsers {
+    /// Refused: an admin creates the user first (with the same email, linked at first login).
+    Refuse,
+    /// Created as a viewer.
+    CreateViewer,
+}
+
+/// `[oidc]`: OpenID Connect, authorization code flow with PKCE (S256).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This server's client id at the provider.
+    pub client_id: String,
+    /// Its client secret (`ATLASBRIDGE_SERVER_OIDC_CLIENT_SECRET`); empty for a public client.
+    #[serde(default)]
+    pub client_secret: String,
+    /// Where the provider sends the browser back: this server's `/v1/auth/oidc/callback`.
+    pub redirect_uri: String,
+    /// The organisation SSO logins belong to.
+    pub org_id: String,
+    /// What to do with someone the organisation does not know.
+    #[serde(default = "refuse")]
+    pub unknown_users: UnknownUsers,
+    /// Scopes asked for (`openid` is always added).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Where the browser goes after a successful login.
+    #[serde(default = "default_after_login")]
+    pub after_login: String,
+}
+
+fn refuse() -> UnknownUsers {
+    UnknownUsers::Refuse
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_after_login() -> String {
+    "/".into()
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("org_id", &self.org_id)
+            .field("unknown_users", &self.unknown_users)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PeopleConfig {
+    fn default() -> Self {
+        Self {
+            session_lifetime_s: 12 * 3600,
+            session_idle_s: 30 * 60,
+            cookie_secure: true,
+            login_failures_per_window: 10,
+            login_failure_window_s: 15 * 60,
+        }
+    }
 }
 
 /// `[database]`.
@@ -123,6 +216,8 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             runtime: RuntimeConfig::default(),
+            people: PeopleConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -173,6 +268,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "ATLASBRIDGE_SERVER_SIGNING_KEY_FILE",
         "runtime.signing_key_file",
     ),
+    (
+        "ATLASBRIDGE_SERVER_OIDC_CLIENT_SECRET",
+        "oidc.client_secret",
+    ),
 ];
 
 impl Config {
@@ -210,6 +309,11 @@ impl Config {
                 "database.app_role" => config.database.app_role = value,
                 "auth.jwt_secret" => config.auth.jwt_secret = value,
                 "runtime.signing_key_file" => config.runtime.signing_key_file = value.into(),
+                "oidc.client_secret" => {
+                    if let Some(oidc) = config.oidc.as_mut() {
+                        oidc.client_secret = value;
+                    }
+                }
                 _ => {}
             }
         }
@@ -236,12 +340,75 @@ impl Config {
         if self.runtime.heartbeat_s == 0 {
             return Err(invalid("runtime.heartbeat_s", "must be at least 1"));
         }
+        if self.people.session_lifetime_s == 0 || self.people.session_idle_s == 0 {
+            return Err(invalid(
+                "people.session_lifetime_s",
+                "session lifetimes must be at least 1 s",
+            ));
+        }
+        if self.people.login_failure_window_s == 0 {
+            return Err(invalid(
+                "people.login_failure_window_s",
+                "must be at least 1",
+            ));
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.check()?;
+        }
         Ok(())
     }
 
     /// How long a request waits for a pooled connection.
     pub fn pool_wait(&self) -> Duration {
         Duration::from_millis(self.database.pool_wait_ms)
+    }
+}
+
+impl OidcConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| invalid("oidc.issuer", &format!("not a URL: {e}")))?;
+        if !https_or_loopback(&issuer) {
+            return Err(invalid(
+                "oidc.issuer",
+                "must be https:// (http:// only on a loopback host)",
+            ));
+        }
+        let redirect = url::Url::parse(&self.redirect_uri)
+            .map_err(|e| invalid("oidc.redirect_uri", &format!("not a URL: {e}")))?;
+        if !https_or_loopback(&redirect) {
+            return Err(invalid(
+                "oidc.redirect_uri",
+                "must be https:// (http:// only on a loopback host)",
+            ));
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid("oidc.client_id", "required"));
+        }
+        let org_ok = !self.org_id.is_empty()
+            && self.org_id.len() <= 63
+            && self
+                .org_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !org_ok {
+            return Err(invalid("oidc.org_id", "not an organisation id"));
+        }
+        Ok(())
+    }
+}
+
+/// TLS, except to this machine.
+pub fn https_or_loopback(url: &url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(name)) => name == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
     }
 }
 

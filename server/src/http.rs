@@ -1,5 +1,6 @@
-//! The HTTP side: health and readiness, the token call, the WebSocket upgrade, and the error
-//! envelope every REST error uses.
+//! The HTTP side: the router (health and readiness, and every `/v1` route of
+//! [`crate::api::routes`] behind its access layer), the runtimes' token call and the WebSocket
+//! upgrade of their control channel.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,12 +13,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::api::error::{ApiError, ErrorEnvelope, RETRY_AFTER_S};
+use crate::api::{Access, access, request_id, routes};
 use crate::auth::ApiKey;
 use crate::db::{DbError, org_transaction};
 use crate::server::AppState;
@@ -27,94 +31,31 @@ use crate::{channel, migrate, store};
 /// top, so an oversized message is answered, not just cut.
 const MAX_FRAME_BYTES: usize = 1 << 20;
 
-/// Seconds a shed client is told to wait.
-const RETRY_AFTER_S: u64 = 2;
-
-/// The routes.
+/// The routes: health, then every `/v1` route behind the layer its access needs, all behind
+/// the request-id layer (which also renders every error body).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/auth/token", post(token))
-        .route("/v1/connect", get(connect))
-        .route("/metrics", get(crate::metrics::scrape))
-        .route("/v1/witness", post(crate::witness::query))
+        .route("/metrics", get(crate::metrics::scrape));
+    for route in routes() {
+        let handler = match route.access {
+            Access::Person(role) => route.handler.route_layer(middleware::from_fn_with_state(
+                (Arc::clone(&state), role),
+                access::require,
+            )),
+            Access::Public | Access::Runtime => route.handler,
+        };
+        router = router.route(route.path, handler);
+    }
+    router
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(middleware::from_fn(request_id::layer))
+        .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             crate::metrics::track_http,
         ))
         .with_state(state)
-}
-
-/// A REST error: `{error, code, request_id}`, plus `Retry-After` when the client should retry.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after_s: Option<u64>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after_s: None,
-        }
-    }
-
-    /// 503 with `Retry-After`: the server is shedding load or its database is away.
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            retry_after_s: Some(RETRY_AFTER_S),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
-        }
-    }
-
-    pub(crate) fn unauthorized(code: &'static str, message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(error: DbError) -> Self {
-        // The detail (hosts, SQL errors) goes to the log, not to the client.
-        if error.is_transient() {
-            warn!(%error, "shedding a request");
-            Self::unavailable("the server is busy; retry later")
-        } else {
-            warn!(%error, "a request failed in the database");
-            Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "internal error",
-            )
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let request_id = uuid::Uuid::now_v7().to_string();
-        if self.status.is_server_error() {
-            info!(%request_id, code = self.code, message = %self.message, "request refused");
-        }
-        let body = json!({
-            "error": self.message,
-            "code": self.code,
-            "request_id": request_id,
-        });
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(seconds) = self.retry_after_s {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
 }
 
 async fn healthz() -> Response {
@@ -128,14 +69,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
     if pending.is_empty() {
         Ok(Json(json!({"status": "ready"})).into_response())
     } else {
-        Err(ApiError {
-            retry_after_s: Some(RETRY_AFTER_S),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "NOT_MIGRATED",
-                format!("migrations pending: {pending:?}"),
-            )
-        })
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_MIGRATED",
+            format!("migrations pending: {pending:?}"),
+        )
+        .retry_after(RETRY_AFTER_S))
     }
 }
 
@@ -144,7 +83,18 @@ async fn not_found() -> ApiError {
 }
 
 /// `POST /v1/auth/token`: an API key of the org, for a runtime, becomes an access token.
-async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post, path = "/v1/auth/token", tag = "runtime",
+    request_body = crate::api::openapi::TokenRequestSchema,
+    responses(
+        (status = 200, body = crate::api::openapi::TokenResponseSchema),
+        (status = 400, body = ErrorEnvelope),
+        (status = 401, description = "The API key is not a live key of this organisation", body = ErrorEnvelope),
+        (status = 429, description = "Too many token calls of this runtime; see Retry-After", body = ErrorEnvelope),
+        (status = 503, description = "Shedding load; see Retry-After", body = ErrorEnvelope),
+    )
+)]
+pub async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let request: TokenRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string()))?;
     if decode_public_key(&request.runtime_id).is_none() {
@@ -157,14 +107,12 @@ async fn token(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respon
     // Before any database work: a runtime stuck in a retry loop costs a map lookup.
     let client_key = format!("{}\n{}", request.org_id, request.runtime_id);
     if let Err(wait_s) = state.token_limiter.check(&client_key, Instant::now()) {
-        return Err(ApiError {
-            retry_after_s: Some(wait_s),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "too many token requests for this runtime",
-            )
-        });
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many token requests for this runtime",
+        )
+        .retry_after(wait_s));
     }
     let refused = || ApiError::unauthorized("INVALID_API_KEY", "API key refused");
     let key = ApiKey::parse(&request.api_key).ok_or_else(refused)?;
@@ -200,7 +148,15 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// `GET /v1/connect`: the control channel, for a live token whose key is not revoked.
-async fn connect(
+#[utoipa::path(
+    get, path = "/v1/connect", tag = "runtime",
+    responses(
+        (status = 101, description = "WebSocket: the control channel of docs/cloud.md (challenge, hello, welcome, then signed envelopes)"),
+        (status = 401, body = ErrorEnvelope),
+        (status = 503, description = "Too many open channels or the database is away; see Retry-After", body = ErrorEnvelope),
+    )
+)]
+pub async fn connect(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,

@@ -22,16 +22,37 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "runtime_ingest",
-    sql: include_str!("../migrations/0001_runtime_ingest.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "runtime_ingest",
+        sql: include_str!("../migrations/0001_runtime_ingest.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "people",
+        sql: include_str!("../migrations/0002_people.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "decision_columns",
+        sql: include_str!("../migrations/0003_decision_columns.sql"),
+    },
+];
 
 /// Tables the app role may read and append to but never change or delete: the evidence.
 const APPEND_ONLY_TABLES: &[&str] = &["entries", "witnessed_heads", "checkpoints", "runtime_flags"];
 /// Tables the app role may read, insert and update.
-const MUTABLE_TABLES: &[&str] = &["orgs", "api_keys", "runtimes", "chains"];
+const MUTABLE_TABLES: &[&str] = &[
+    "orgs",
+    "api_keys",
+    "runtimes",
+    "chains",
+    "users",
+    "human_sessions",
+];
+/// Short-lived state the app role also deletes: login throttle windows, OIDC logins in flight.
+const EPHEMERAL_TABLES: &[&str] = &["login_throttle", "oidc_logins"];
 
 /// An arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK: i64 = 0x4154_4c41_5342_5247;
@@ -132,6 +153,11 @@ async fn apply(client: &mut Client, app_role: &str) -> Result<Vec<i32>, MigrateE
     for table in MUTABLE_TABLES {
         grants.push_str(&format!(
             "GRANT SELECT, INSERT, UPDATE ON {table} TO {app_role};"
+        ));
+    }
+    for table in EPHEMERAL_TABLES {
+        grants.push_str(&format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {app_role};"
         ));
     }
     transaction.batch_execute(&grants).await?;

@@ -19,7 +19,10 @@ use crate::auth::TokenKeys;
 use crate::config::Config;
 use crate::db::Db;
 use crate::limit::RateLimiter;
+use crate::live::LiveHub;
 use crate::metrics::Metrics;
+use crate::oidc::{OidcClient, OidcError};
+use crate::password::{PasswordError, Passwords};
 
 /// What every request and connection shares. Nothing here is per-replica state worth keeping:
 /// the database is the only store, so replicas behind a load balancer need no coordination.
@@ -39,11 +42,29 @@ pub struct AppState {
     pub connections: Arc<Semaphore>,
     /// Cancelled at shutdown; connections close with 1001.
     pub shutdown: CancellationToken,
-    /// The control channels, so shutdown can wait for their close frames: upgraded connections
-    /// are no longer tracked by the HTTP server's own graceful shutdown.
+    /// The WebSocket connections (control channels and live subscribers), so shutdown can
+    /// wait for their close frames: upgraded connections are no longer tracked by the HTTP
+    /// server's own graceful shutdown.
     pub channels: TaskTracker,
     /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// Hashes and verifies people's passwords, a bounded number at a time.
+    pub passwords: Passwords,
+    /// This replica's live subscribers.
+    pub live: Arc<LiveHub>,
+    /// Single sign-on, when configured.
+    pub oidc: Option<OidcClient>,
+}
+
+/// Why the shared state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Passwords cannot be hashed.
+    #[error(transparent)]
+    Passwords(#[from] PasswordError),
+    /// SSO cannot be set up.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
 }
 
 /// Why the server key could not be had.
@@ -113,6 +134,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = crate::http::router(Arc::clone(&state));
+    // One listening connection per replica feeds the live stream (see `live`).
+    let listener_task = tokio::spawn(crate::live::listen(
+        Arc::clone(&state.live),
+        state.config.database.url.clone(),
+        shutdown.clone(),
+    ));
     info!(
         address = %listener.local_addr()?,
         public_key = %encode_public_key(&state.signing_key.verifying_key()),
@@ -122,13 +149,14 @@ pub async fn run(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     state.channels.close();
+    let _ = listener_task.await;
     if tokio::time::timeout(CHANNEL_DRAIN, state.channels.wait())
         .await
         .is_err()
     {
         warn!(
             open = state.channels.len(),
-            "control channels still open after the drain period"
+            "WebSocket connections still open after the drain period"
         );
     }
     Ok(())
@@ -140,19 +168,23 @@ pub fn state(
     db: Db,
     signing_key: SigningKey,
     shutdown: CancellationToken,
-) -> AppState {
-    AppState {
+) -> Result<AppState, StateError> {
+    let oidc = config.oidc.clone().map(OidcClient::new).transpose()?;
+    Ok(AppState {
         tokens: TokenKeys::new(
             config.auth.jwt_secret.as_bytes(),
             config.auth.token_lifetime_s,
         ),
         token_limiter: RateLimiter::per_minute(config.auth.token_requests_per_minute),
         connections: Arc::new(Semaphore::new(config.runtime.max_connections)),
+        passwords: Passwords::new()?,
+        live: Arc::new(LiveHub::new()),
+        oidc,
         db,
         signing_key,
         config,
         shutdown,
         channels: TaskTracker::new(),
         metrics: Arc::new(Metrics::new()),
-    }
+    })
 }

@@ -2,11 +2,17 @@
 //! transaction (see [`crate::db::org_transaction`]): row-level security, not these queries,
 //! keeps organisations apart, so a missing `WHERE org_id` cannot leak a row.
 
+pub mod api_keys;
+pub mod people;
+pub mod registry;
+pub mod search;
+
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
 use atlasbridge_protocol::cloud::messages::{AuditBatch, Resume, Stream, WireHead};
 use atlasbridge_protocol::trace::checkpoint::Checkpoint;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_postgres::Transaction;
 use tracing::warn;
 
@@ -15,6 +21,8 @@ use crate::chain::{
     CheckpointVerdict, EntryFacts, PreviousCheckpoint, examine, judge_checkpoint, judge_link,
 };
 use crate::db::DbError;
+use crate::entry_columns::{SearchColumns, decision_summary, search_columns};
+use crate::live::{self, LiveEvent, PublishError};
 
 /// Findings recorded per batch at most (a garbage batch must not write thousands of flags).
 const MAX_FLAGS_PER_BATCH: usize = 10;
@@ -175,7 +183,7 @@ pub async fn ingest(
     // The row lock serialises two connections of one runtime (a reconnect overlapping).
     let chain = tx
         .query_one(
-            "SELECT next_seq, head_hash, max_seq, broken_at FROM chains
+            "SELECT next_seq, head_hash, max_seq, broken_at, status, gap_from, gap_to FROM chains
              WHERE runtime_id = $1 AND stream = $2 FOR UPDATE",
             &[&runtime_id, &stream],
         )
@@ -184,6 +192,7 @@ pub async fn ingest(
     let mut head_hash: String = chain.get(1);
     let old_max: Option<u64> = chain.get::<_, Option<i64>>(2).map(from_db);
     let already_broken = chain.get::<_, Option<i64>>(3).is_some();
+    let old_status: (String, Option<i64>, Option<i64>) = (chain.get(4), chain.get(5), chain.get(6));
 
     let mut breaks = Vec::new();
     let mut facts: Vec<(EntryFacts, &Value)> = Vec::with_capacity(batch.entries.len());
@@ -265,13 +274,49 @@ pub async fn ingest(
         let prevs: Vec<&str> = fresh.iter().map(|(f, _)| f.prev_hash.as_str()).collect();
         let oks: Vec<bool> = fresh.iter().map(|(f, _)| f.hash_ok).collect();
         let bodies: Vec<&Value> = fresh.iter().map(|(_, body)| *body).collect();
+        // The searchable fields, in columns of their own (migration 0003).
+        let received = SystemTime::now();
+        let columns: Vec<SearchColumns> = fresh
+            .iter()
+            .map(|(_, body)| search_columns(batch.stream, body, received))
+            .collect();
+        let times: Vec<SystemTime> = columns.iter().map(|c| c.occurred_at).collect();
+        let sessions: Vec<Option<&str>> = columns.iter().map(|c| c.session_id.as_deref()).collect();
+        let agents: Vec<Option<&str>> = columns.iter().map(|c| c.agent_id.as_deref()).collect();
+        let actions: Vec<Option<&str>> = columns.iter().map(|c| c.action.as_deref()).collect();
+        let risks: Vec<Option<&str>> = columns.iter().map(|c| c.risk.as_deref()).collect();
+        let event_types: Vec<Option<&str>> =
+            columns.iter().map(|c| c.event_type.as_deref()).collect();
         tx.execute(
-            "INSERT INTO entries (org_id, runtime_id, stream, seq, entry_id, entry_hash, prev_hash, hash_ok, body)
-             SELECT $1, $2, $3, * FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::jsonb[])
+            "INSERT INTO entries (org_id, runtime_id, stream, seq, entry_id, entry_hash, prev_hash, hash_ok, body,
+                 occurred_at, session_id, agent_id, action, risk, event_type)
+             SELECT $1, $2, $3, * FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::jsonb[],
+                 $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
              ON CONFLICT DO NOTHING",
-            &[&org_id, &runtime_id, &stream, &seqs, &ids, &hashes, &prevs, &oks, &bodies],
+            &[
+                &org_id, &runtime_id, &stream, &seqs, &ids, &hashes, &prevs, &oks, &bodies,
+                &times, &sessions, &agents, &actions, &risks, &event_types,
+            ],
         )
         .await?;
+        if batch.stream == Stream::Trace {
+            // Fires on COMMIT only: subscribers never hear of a batch that rolled back.
+            let events = fresh
+                .iter()
+                .zip(&columns)
+                .map(|((found, _), columns)| LiveEvent {
+                    kind: live::kind::DECISION.to_owned(),
+                    payload: decision_summary(
+                        runtime_id,
+                        found.seq,
+                        &found.entry_id,
+                        found.hash_ok,
+                        columns,
+                    ),
+                })
+                .collect();
+            publish_or_log(tx, org_id, events).await?;
+        }
     }
 
     // Move the contiguous prefix on, judging each link as it joins.
@@ -358,11 +403,28 @@ pub async fn ingest(
         ],
     )
     .await?;
+    let new_status = (
+        status.to_owned(),
+        gap.map(|(from, _)| to_db(from)),
+        gap.map(|(_, to)| to_db(to)),
+    );
+    if new_status != old_status {
+        let payload = json!({
+            "runtime_id": runtime_id,
+            "stream": stream,
+            "status": status,
+            "gap_from": gap.map(|(from, _)| from),
+            "gap_to": gap.map(|(_, to)| to),
+            "broken_at": first_break.as_ref().map(|b| b.seq),
+            "broken_kind": first_break.as_ref().map(|b| b.kind),
+        });
+        publish_or_log(tx, org_id, vec![chain_event(payload)]).await?;
+    }
     for found in breaks.iter().take(MAX_FLAGS_PER_BATCH) {
         add_flag(tx, org_id, runtime_id, found.kind, &found.detail).await?;
     }
     if forked {
-        set_witness_status(tx, runtime_id, "forked", &breaks_detail(&breaks)).await?;
+        set_witness_status(tx, org_id, runtime_id, "forked", &breaks_detail(&breaks)).await?;
     }
     Ok(IngestOutcome {
         through_seq: next_seq.checked_sub(1),
@@ -398,36 +460,111 @@ async fn add_flag(
 /// The first witness finding stays: later ones are in `runtime_flags`.
 async fn set_witness_status(
     tx: &Transaction<'_>,
+    org_id: &str,
     runtime_id: &str,
     status: &str,
     detail: &str,
 ) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE runtimes SET witness_status = $2, witness_detail = $3
-         WHERE runtime_id = $1 AND witness_status = 'ok'",
-        &[&runtime_id, &status, &detail],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            "UPDATE runtimes SET witness_status = $2, witness_detail = $3
+             WHERE runtime_id = $1 AND witness_status = 'ok'",
+            &[&runtime_id, &status, &detail],
+        )
+        .await?;
+    if changed > 0 {
+        let event = runtime_status_event(runtime_id, "flagged", status);
+        publish_or_log(tx, org_id, vec![event]).await?;
+    }
     Ok(())
+}
+
+/// A `runtime_status` event: `change` is `connected`, `disconnected` or `flagged`.
+pub fn runtime_status_event(runtime_id: &str, change: &str, witness_status: &str) -> LiveEvent {
+    LiveEvent {
+        kind: live::kind::RUNTIME_STATUS.to_owned(),
+        payload: json!({
+            "runtime_id": runtime_id,
+            "change": change,
+            "witness_status": witness_status,
+        }),
+    }
+}
+
+/// Tells the live stream that a runtime connected or disconnected (inside `tx`).
+pub async fn publish_runtime_change(
+    tx: &Transaction<'_>,
+    org_id: &str,
+    runtime_id: &str,
+    change: &str,
+) -> Result<(), DbError> {
+    let witness_status: String = tx
+        .query_opt(
+            "SELECT witness_status FROM runtimes WHERE runtime_id = $1",
+            &[&runtime_id],
+        )
+        .await?
+        .map_or_else(|| "ok".to_owned(), |row| row.get(0));
+    let event = runtime_status_event(runtime_id, change, &witness_status);
+    publish_or_log(tx, org_id, vec![event]).await
 }
 
 /// Marks a chain broken at `seq` unless it already was (the first bad seq stays).
 async fn break_chain(
     tx: &Transaction<'_>,
+    org_id: &str,
     runtime_id: &str,
     stream: &str,
     seq: u64,
     kind: &str,
     detail: &str,
 ) -> Result<(), DbError> {
-    tx.execute(
-        "UPDATE chains SET status = 'broken', broken_at = $3, broken_kind = $4, broken_detail = $5,
-             updated_at = now()
-         WHERE runtime_id = $1 AND stream = $2 AND broken_at IS NULL",
-        &[&runtime_id, &stream, &to_db(seq), &kind, &detail],
-    )
-    .await?;
+    let changed = tx
+        .execute(
+            "UPDATE chains SET status = 'broken', broken_at = $3, broken_kind = $4, broken_detail = $5,
+                 updated_at = now()
+             WHERE runtime_id = $1 AND stream = $2 AND broken_at IS NULL",
+            &[&runtime_id, &stream, &to_db(seq), &kind, &detail],
+        )
+        .await?;
+    if changed > 0 {
+        let payload = json!({
+            "runtime_id": runtime_id,
+            "stream": stream,
+            "status": "broken",
+            "gap_from": null,
+            "gap_to": null,
+            "broken_at": seq,
+            "broken_kind": kind,
+        });
+        publish_or_log(tx, org_id, vec![chain_event(payload)]).await?;
+    }
     Ok(())
+}
+
+fn chain_event(payload: Value) -> LiveEvent {
+    LiveEvent {
+        kind: live::kind::CHAIN_STATUS.to_owned(),
+        payload,
+    }
+}
+
+/// Publishes to the live stream inside `tx`. Only a database failure fails the transaction;
+/// an event that cannot be published (too large) is logged and left out, because the live
+/// stream must never cost a runtime its ingest.
+async fn publish_or_log(
+    tx: &Transaction<'_>,
+    org_id: &str,
+    events: Vec<LiveEvent>,
+) -> Result<(), DbError> {
+    match live::publish_all(tx, org_id, events).await {
+        Ok(()) => Ok(()),
+        Err(PublishError::Database(e)) => Err(DbError::Query(e)),
+        Err(e) => {
+            warn!(error = %e, "an event was left out of the live stream");
+            Ok(())
+        }
+    }
 }
 
 /// The witness's answer to a head.
@@ -567,9 +704,12 @@ async fn refuse(
     detail: String,
 ) -> Result<HeadVerdict, DbError> {
     add_flag(tx, org_id, runtime_id, kind, &detail).await?;
-    set_witness_status(tx, runtime_id, kind, &detail).await?;
+    set_witness_status(tx, org_id, runtime_id, kind, &detail).await?;
     let chain_kind = if kind == "forked" { "fork" } else { "rewound" };
-    break_chain(tx, runtime_id, stream, break_seq, chain_kind, &detail).await?;
+    break_chain(
+        tx, org_id, runtime_id, stream, break_seq, chain_kind, &detail,
+    )
+    .await?;
     Ok(HeadVerdict::Refused { kind, detail })
 }
 
@@ -611,9 +751,9 @@ pub async fn store_checkpoint(
         }
         let detail = format!("checkpoint {n} resent with hash {hash}, but {stored} is held");
         add_flag(tx, org_id, runtime_id, "forked", &detail).await?;
-        set_witness_status(tx, runtime_id, "forked", &detail).await?;
+        set_witness_status(tx, org_id, runtime_id, "forked", &detail).await?;
         let at = checkpoint.seq.unwrap_or(0);
-        break_chain(tx, runtime_id, "trace", at, "fork", &detail).await?;
+        break_chain(tx, org_id, runtime_id, "trace", at, "fork", &detail).await?;
         return Ok(CheckpointOutcome::Refused(detail));
     }
     let previous = if n == 0 {
@@ -661,7 +801,7 @@ pub async fn store_checkpoint(
     .await?;
     if let Some(why) = refusal {
         add_flag(tx, org_id, runtime_id, "bad_checkpoint", &why).await?;
-        set_witness_status(tx, runtime_id, "bad_checkpoint", &why).await?;
+        set_witness_status(tx, org_id, runtime_id, "bad_checkpoint", &why).await?;
         return Ok(CheckpointOutcome::Refused(why));
     }
     if let Some(seq) = checkpoint.seq {

@@ -25,14 +25,66 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio_postgres::Transaction;
 
+use utoipa::ToSchema;
+
+use crate::api::error::{ApiError, ErrorEnvelope};
 use crate::db::{DbError, org_transaction};
-use crate::http::{ApiError, bearer};
+use crate::http::bearer;
 use crate::server::AppState;
 use crate::store;
+
+/// `POST /v1/witness`'s body, for the OpenAPI document (the wire type is the protocol crate's
+/// [`WitnessQuery`]).
+#[derive(Debug, ToSchema)]
+#[schema(as = WitnessQuery)]
+#[allow(dead_code)] // Read by the OpenAPI derive only.
+pub struct WitnessQuerySchema {
+    /// `trace` or `audit`.
+    stream: String,
+    /// Single seqs, at most 256.
+    seqs: Option<Vec<u64>>,
+    /// Ranges `{from_seq, to_seq}` (inclusive), spanning at most 1000 seqs together.
+    #[schema(value_type = Option<Vec<Object>>)]
+    ranges: Option<Vec<serde_json::Value>>,
+}
+
+/// `POST /v1/witness`'s answer, for the OpenAPI document (the wire type is the protocol crate's
+/// [`WitnessAnswer`]).
+#[derive(Debug, ToSchema)]
+#[schema(as = WitnessAnswer)]
+#[allow(dead_code)] // Read by the OpenAPI derive only.
+pub struct WitnessAnswerSchema {
+    /// The token's runtime.
+    runtime_id: String,
+    /// The stream asked about.
+    stream: String,
+    /// `{status, next_seq, max_seq, gap, broken}`; null when the server holds nothing of the
+    /// runtime.
+    #[schema(value_type = Option<Object>)]
+    chain: Option<serde_json::Value>,
+    /// `ok`, `rewound`, `forked` or `bad_checkpoint`; null for an unknown runtime.
+    witness_status: Option<String>,
+    /// `{seq, entry_hash}` of the highest head the runtime showed.
+    #[schema(value_type = Option<Object>)]
+    highest_head: Option<serde_json::Value>,
+    /// `{seq, entry_hash, source}` at each asked seq: `entry`, `hello`, `heartbeat`, `checkpoint`.
+    #[schema(value_type = Vec<Object>)]
+    hashes: Vec<serde_json::Value>,
+}
 
 /// `POST /v1/witness` with a [`WitnessQuery`]: 200 with a [`WitnessAnswer`] (whose `chain` is
 /// `null` when the server holds nothing of the runtime); 400 for a query beyond the limits; 401
 /// without a live token.
+#[utoipa::path(
+    post, path = "/v1/witness", tag = "runtime",
+    request_body = WitnessQuerySchema,
+    responses(
+        (status = 200, description = "What the server witnessed of the token's runtime's chain (docs/cloud.md)", body = WitnessAnswerSchema),
+        (status = 400, description = "Not a query, or beyond the limits (QUERY_TOO_LARGE)", body = ErrorEnvelope),
+        (status = 401, description = "The runtime token is missing, expired or its key revoked", body = ErrorEnvelope),
+        (status = 503, description = "Shedding load; see Retry-After", body = ErrorEnvelope),
+    )
+)]
 pub async fn query(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -42,11 +94,12 @@ pub async fn query(
     let token = bearer(&headers)
         .ok_or_else(|| ApiError::unauthorized("UNAUTHORIZED", "missing bearer token"))?;
     let claims = state.tokens.verify(token).map_err(|_| refused())?;
-    let query: WitnessQuery = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string()))?;
-    let seqs = query
-        .seqs_wanted()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "QUERY_TOO_LARGE", e.to_string()))?;
+    let query: WitnessQuery =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("body", e.to_string()))?;
+    let seqs = query.seqs_wanted().map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "QUERY_TOO_LARGE", e.to_string())
+            .detail("field", e.field())
+    })?;
     let mut client = state.db.client().await?;
     let transaction = org_transaction(&mut client, &claims.org).await?;
     if !store::api_key_is_live(&transaction, &claims.kid).await? {

@@ -9,10 +9,15 @@
 // A test fails by panicking; in the fixtures too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cross_tenant;
 mod daemons;
+mod live;
 mod metrics;
+mod oidc;
+mod people;
 mod replicas;
 mod runtime_channel;
+mod search;
 mod support;
 mod tenant_isolation;
 mod witness;

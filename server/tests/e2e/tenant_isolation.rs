@@ -18,6 +18,10 @@ const TENANT_TABLES: &[&str] = &[
     "witnessed_heads",
     "checkpoints",
     "runtime_flags",
+    "users",
+    "human_sessions",
+    "login_throttle",
+    "oidc_logins",
 ];
 
 /// Creates `org` with a key and a runtime that has streamed a few entries, as the app role.
@@ -55,6 +59,32 @@ async fn populate(db: &TestDb, org: &str, runtime_id: &str) {
              prev_checkpoint_hash, epoch, entry_hash, verdict, body)
          VALUES ($1, $2, 0, 'h', 'p', 0, 'e', 'unverifiable', '{}')",
         &[&org, &runtime_id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO users (org_id, user_id, email, role) VALUES ($1, 'u1', 'a@example.com', 'owner')",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO human_sessions (org_id, session_id, token_sha256, user_id, csrf_token, via, expires_at)
+         VALUES ($1, 's1', repeat('a', 64), 'u1', 'c', 'password', now() + interval '1 hour')",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO login_throttle (org_id, email, failures) VALUES ($1, 'a@example.com', 1)",
+        &[&org],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO oidc_logins (org_id, state_sha256, nonce, pkce_verifier, binding_sha256, expires_at)
+         VALUES ($1, repeat('b', 64), 'n', 'v', 'b', now() + interval '1 hour')",
+        &[&org],
     )
     .await
     .unwrap();

@@ -8,6 +8,7 @@
 // Each test binary uses part of the fixtures, and `pub` here only spans the test crate.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api;
 pub mod daemon;
 pub mod runtime;
 
@@ -263,6 +264,10 @@ pub struct ServerOptions {
     pub token_requests_per_minute: u32,
     /// Migrate at start (with the owner URL) rather than find the schema ready.
     pub migrate_at_start: bool,
+    /// Failed logins per address before 429.
+    pub login_failures_per_window: u32,
+    /// More TOML, appended to the config file (e.g. an `[oidc]` section).
+    pub extra_config: String,
 }
 
 impl Default for ServerOptions {
@@ -274,6 +279,8 @@ impl Default for ServerOptions {
             heartbeat_s: 30,
             token_requests_per_minute: 60,
             migrate_at_start: true,
+            login_failures_per_window: 10,
+            extra_config: String::new(),
         }
     }
 }
@@ -311,7 +318,8 @@ impl TestServer {
             "listen = \"{address}\"\n\
              [database]\nurl = \"{}\"\n{owner}app_role = \"{}\"\npool_size = {}\npool_wait_ms = {}\n\
              [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = 3600\ntoken_requests_per_minute = {}\n\
-             [runtime]\nheartbeat_s = {}\nmax_connections = {}\nsigning_key_file = \"{}\"\n",
+             [runtime]\nheartbeat_s = {}\nmax_connections = {}\nsigning_key_file = \"{}\"\n\
+             [people]\ncookie_secure = false\nlogin_failures_per_window = {}\n{}",
             db.app_url,
             db.app_role(),
             options.pool_size,
@@ -320,6 +328,8 @@ impl TestServer {
             options.heartbeat_s,
             options.max_connections,
             dir.path().join("server.key").display(),
+            options.login_failures_per_window,
+            options.extra_config,
         );
         std::fs::write(dir.path().join("server.toml"), config).expect("write the server config");
         Self {
@@ -355,6 +365,65 @@ impl TestServer {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
+    }
+
+    /// Runs a subcommand with `stdin` as its standard input: (success, stdout, stderr).
+    pub fn command_with_stdin(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new(SERVER)
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("ATLASBRIDGE_SERVER_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run atlasbridge-server");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let output = child
+            .wait_with_output()
+            .expect("wait for atlasbridge-server");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Creates a user with the real `create-user` command; returns its id.
+    pub fn user(&self, org: &str, email: &str, role: &str, password: &str) -> String {
+        let (ok, stdout, stderr) = self.command_with_stdin(
+            &[
+                "create-user",
+                "--org",
+                org,
+                "--email",
+                email,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{password}\n"),
+        );
+        assert!(ok, "create-user {email}: {stderr}");
+        stdout.trim().to_owned()
+    }
+
+    /// The server process's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("VmRSS")
     }
 
     /// Creates an org and an API key of it, with the real subcommands; returns the key.

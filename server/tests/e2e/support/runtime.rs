@@ -58,6 +58,27 @@ pub fn chain_from(from: u64, prev: &str, count: usize, tag: &str) -> Vec<Value> 
     entries
 }
 
+/// Seals `bodies` into a chain from seq `from` after `prev`: each gets its `seq`, `prev_hash`,
+/// an `entry_id` when it has none, and its `entry_hash`.
+pub fn seal_chain(from: u64, prev: &str, bodies: Vec<Value>) -> Vec<Value> {
+    let mut prev = prev.to_owned();
+    bodies
+        .into_iter()
+        .zip(from..)
+        .map(|(mut body, seq)| {
+            let members = body.as_object_mut().expect("an object");
+            members.insert("seq".into(), seq.into());
+            members.insert("prev_hash".into(), prev.clone().into());
+            members
+                .entry("entry_id")
+                .or_insert_with(|| uuid::Uuid::now_v7().to_string().into());
+            let sealed = seal(members);
+            prev = sealed.entry_hash.clone();
+            serde_json::from_slice(&sealed.line).expect("a sealed line is JSON")
+        })
+        .collect()
+}
+
 /// A chain of `count` entries from seq 0.
 pub fn chain(count: usize) -> Vec<Value> {
     chain_from(0, GENESIS_PREV_HASH, count, "a")
