@@ -368,6 +368,7 @@ fn the_charts_config_and_environment_load_and_are_enough_to_serve() {
                 "ATLASBRIDGE_SERVER_JWT_SECRET" => {
                     "a-jwt-secret-from-a-kubernetes-secret-0123456789".to_owned()
                 }
+                "ATLASBRIDGE_SERVER_OIDC_CLIENT_SECRET" => "an-oidc-client-secret".to_owned(),
                 _ => "postgres://atlasbridge_app:secret@db:5432/atlasbridge".to_owned(),
             });
             (name, value)
@@ -395,6 +396,13 @@ fn the_charts_config_and_environment_load_and_are_enough_to_serve() {
         PathBuf::from(&env["ATLASBRIDGE_SERVER_SIGNING_KEY_FILE"])
     );
     assert_eq!(config.database.pool_size, 16);
+    assert!(
+        config.people.cookie_secure,
+        "people reach the chart through TLS"
+    );
+    // The [oidc] section (rendered here: action lines are dropped) is one the server accepts.
+    let oidc = config.oidc.as_ref().expect("the [oidc] section");
+    assert_eq!(oidc.org_id, "acme");
     // The signing key's mount holds the file the server is told to read.
     let mounted = env["ATLASBRIDGE_SERVER_SIGNING_KEY_FILE"].clone();
     let dir = Path::new(&mounted)
