@@ -20,6 +20,7 @@ pub mod live;
 pub mod migrate;
 pub mod oidc;
 pub mod password;
+pub mod policy;
 pub mod role;
 pub mod server;
 pub mod session_token;
