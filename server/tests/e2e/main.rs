@@ -14,6 +14,7 @@ mod daemons;
 mod live;
 mod oidc;
 mod people;
+mod policies;
 mod runtime_channel;
 mod search;
 mod support;
