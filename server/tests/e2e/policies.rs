@@ -375,7 +375,8 @@ async fn a_daemon_pushes_and_pulls_through_the_registry_and_reports_its_pins() {
     assert_eq!(pulled["signature_checked"], true);
     assert_eq!(pulled["yaml"], pushed.as_str());
 
-    // A local pin is reported to the server, with the loaded policy.
+    // A local pin is reported to the server, with the loaded policy, and the dashboard hears it.
+    let mut live = crate::live::subscribe(&server, &viewer.token).await;
     let loaded = daemon.policy_status()["policy_hash"]
         .as_str()
         .unwrap()
@@ -387,21 +388,14 @@ async fn a_daemon_pushes_and_pulls_through_the_registry_and_reports_its_pins() {
             json!({"scope": "agent", "id": "claude", "policy_hash": loaded}),
         )
         .expect("the pin is made");
-    eventually("the pin reaches the server", || {
-        let (api, viewer, runtime_id) = (&api, &viewer, runtime_id.clone());
-        async move {
-            let one = api
-                .get(
-                    &format!("/v1/runtimes/{}/policy", segment(&runtime_id)),
-                    viewer.bearer(),
-                )
-                .await;
-            one.body["pins"]
-                .as_array()
-                .is_some_and(|pins| pins.len() == 1)
+    loop {
+        let event = crate::live::next_of(&mut live, "runtime_policy").await["payload"].clone();
+        assert_eq!(event["runtime_id"], runtime_id.as_str(), "{event}");
+        assert_eq!(event["policy_hash"], loaded.as_str(), "{event}");
+        if event["pins"] == 1 {
+            break;
         }
-    })
-    .await;
+    }
     let one = api
         .get(
             &format!("/v1/runtimes/{}/policy", segment(&runtime_id)),
@@ -502,6 +496,8 @@ async fn people_read_validate_diff_and_test_and_operators_change_the_registry() 
     server.user("org-a", "op@example.com", "operator", PASSWORD);
     let viewer = api.login("org-a", "viewer@example.com", PASSWORD).await;
     let operator = api.login("org-a", "op@example.com", PASSWORD).await;
+    // The dashboard hears every change to the registry, and only changes.
+    let mut live = crate::live::subscribe(&server, &viewer.token).await;
     let v1 = POLICY.to_owned();
     let v2 = POLICY.replace("value: \"y\"", "value: \"yes\"").replace(
         "rules:\n",
@@ -749,6 +745,31 @@ async fn people_read_validate_diff_and_test_and_operators_change_the_registry() 
         .get("/v1/policies?include_archived=true", viewer.bearer())
         .await;
     assert_eq!(listed.body["policies"][0]["name"], "server-e2e");
+
+    let operator_id = json!({"kind": "user", "id": operator.user_id});
+    let mut heard = Vec::new();
+    for _ in 0..6 {
+        let event = crate::live::next_of(&mut live, "policy").await["payload"].clone();
+        assert_eq!(event["name"], "server-e2e", "{event}");
+        assert_eq!(event["by"], operator_id, "{event}");
+        heard.push((
+            event["change"].as_str().unwrap().to_owned(),
+            event["version"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    let expected = [
+        ("created", ""),
+        ("version_uploaded", "1"),
+        ("version_uploaded", "2"),
+        ("distributed", "2"),
+        ("distributed", "1"),
+        ("archived", ""),
+    ];
+    assert_eq!(
+        heard,
+        expected.map(|(c, v)| (c.to_owned(), v.to_owned())),
+        "refused uploads, the repeated upload and the repeated archive publish nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
