@@ -4,14 +4,20 @@
 //! Nothing a runtime sends can panic or stall the server: a bad frame is answered with an
 //! `error` message; a database that is away closes the connection with 1013 (try again later),
 //! so the runtime reconnects and resumes from where the server's durable copy ends.
+//!
+//! Policies: the `welcome` names the policy distributed to this runtime (the newest
+//! distribution covering it), and a distribution made later, on any replica, wakes the channel
+//! (see [`crate::live::LiveHub::watch_distributions`]) to offer it with
+//! `policy_update_available`. The runtime's `policy_loaded` reports (its policy and local pins)
+//! are stored.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use atlasbridge_protocol::cloud::Envelope;
 use atlasbridge_protocol::cloud::messages::{
-    Ack, AuditBatch, Challenge, Heartbeat, Hello, PROTOCOL_VERSION, Stream, Welcome, WireError,
-    WireHead, kind,
+    Ack, AuditBatch, Challenge, Heartbeat, Hello, PROTOCOL_VERSION, PolicyRef, Resume, Stream,
+    Welcome, WireError, WireHead, kind,
 };
 use atlasbridge_protocol::trace::checkpoint::{Checkpoint, decode_public_key, decode_signature};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -24,8 +30,11 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
+use crate::live::DistributionWatch;
 use crate::metrics::BatchOutcome;
+use crate::policy::report::PolicyReport;
 use crate::server::AppState;
+use crate::store::policies::{self as registry, DistributionRow};
 use crate::store::{self, CheckpointOutcome, HeadSource, HeadVerdict};
 
 /// How long a runtime may take to answer the challenge.
@@ -52,6 +61,29 @@ struct Connection {
     sent_sequence: u64,
     /// When the previous heartbeat arrived on this connection, to measure the interval.
     last_heartbeat: Option<Instant>,
+    /// The policy last named to the runtime (in its welcome or an offer): offered once.
+    offered: Option<PolicyRef>,
+}
+
+/// Resolves when the organisation distributed a policy; never, once the watch is gone.
+async fn next_distribution(watch: &mut Option<DistributionWatch>) {
+    let ended = match watch {
+        Some(receiver) => receiver.changed().await.is_err(),
+        None => true,
+    };
+    if ended {
+        *watch = None;
+        std::future::pending::<()>().await;
+    }
+}
+
+/// How a distribution is named on the wire.
+fn policy_ref(row: &DistributionRow) -> PolicyRef {
+    PolicyRef {
+        name: row.name.clone(),
+        version: row.version.to_string(),
+        content_hash: row.content_hash.clone(),
+    }
 }
 
 /// Serves one upgraded connection for the runtime and org of `claims`.
@@ -65,7 +97,16 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         runtime_id: claims.sub,
         sent_sequence: 0,
         last_heartbeat: None,
+        offered: None,
     };
+    // Watched before the welcome reads the policy, so a distribution committed in between
+    // still wakes this channel.
+    let mut distributions = Some(
+        connection
+            .state
+            .live
+            .watch_distributions(&connection.org_id),
+    );
     let key = tokio::select! {
         () = shutdown.cancelled() => None,
         key = connection.handshake() => key,
@@ -94,6 +135,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
                 Ok(Some(Err(_)) | None) => Flow::Stop,
                 Err(_) => connection.close(CLOSE_POLICY, "idle").await,
             },
+            () = next_distribution(&mut distributions) => connection.offer_policy().await,
         };
     }
     info!(runtime_id = %connection.runtime_id, "runtime disconnected");
@@ -168,7 +210,7 @@ impl Connection {
             }
         };
         let registered = self.register(&hello).await;
-        let (resume, refusals) = match registered {
+        let (resume, refusals, policy) = match registered {
             Ok(registered) => registered,
             Err(e) => {
                 self.database_failed(&e).await;
@@ -180,10 +222,11 @@ impl Connection {
                 return None;
             }
         }
+        self.offered.clone_from(&policy);
         let welcome = Welcome {
             session: uuid::Uuid::now_v7().to_string(),
             server_time: now_rfc3339(),
-            policy: None,
+            policy,
             resume,
         };
         (self.send(kind::WELCOME, to_value(&welcome)).await == Flow::Continue).then_some(key)
@@ -238,11 +281,11 @@ impl Connection {
     }
 
     /// Registers the runtime and witnesses its hello heads; returns where the server's copies
-    /// end and the heads it refused.
+    /// end, the heads it refused, and the policy distributed to it.
     async fn register(
         &mut self,
         hello: &Hello,
-    ) -> Result<(atlasbridge_protocol::cloud::messages::Resume, Vec<String>), DbError> {
+    ) -> Result<(Resume, Vec<String>, Option<PolicyRef>), DbError> {
         let mut client = self.state.db.client().await?;
         let transaction = org_transaction(&mut client, &self.org_id).await?;
         let resume = store::register_runtime(
@@ -265,8 +308,40 @@ impl Connection {
             .await?;
         store::publish_runtime_change(&transaction, &self.org_id, &self.runtime_id, "connected")
             .await?;
+        let policy = registry::runtime_distribution(&transaction, &self.runtime_id)
+            .await?
+            .as_ref()
+            .map(policy_ref);
         transaction.commit().await?;
-        Ok((resume, refusals))
+        Ok((resume, refusals, policy))
+    }
+
+    /// After a distribution in the organisation: offers the runtime its policy if that is not
+    /// the one it was last told of. (Most distributions are for other runtimes, or name the
+    /// same version again: nothing is sent then.)
+    async fn offer_policy(&mut self) -> Flow {
+        let current = async {
+            let mut client = self.state.db.client().await?;
+            let transaction = org_transaction(&mut client, &self.org_id).await?;
+            let row = registry::runtime_distribution(&transaction, &self.runtime_id).await?;
+            transaction.commit().await?;
+            Ok::<_, DbError>(row.as_ref().map(policy_ref))
+        }
+        .await;
+        let offer = match current {
+            Ok(Some(offer)) if self.offered.as_ref() != Some(&offer) => offer,
+            Ok(_) => return Flow::Continue,
+            Err(e) => {
+                self.database_failed(&e).await;
+                return Flow::Stop;
+            }
+        };
+        info!(runtime_id = %self.runtime_id, name = %offer.name, version = %offer.version, "offering a policy");
+        let flow = self
+            .send(kind::POLICY_UPDATE_AVAILABLE, to_value(&offer))
+            .await;
+        self.offered = Some(offer);
+        flow
     }
 
     async fn witness(
@@ -333,11 +408,9 @@ impl Connection {
                 warn!(runtime_id = %self.runtime_id, payload = %envelope.payload, "the runtime reported an error");
                 Ok(Flow::Continue)
             }
-            kind::POLICY_LOADED
-            | kind::SESSION_STARTED
-            | kind::SESSION_ENDED
-            | kind::ESCALATION_TRIGGERED => {
-                // Not stored yet (sessions and policy pins come with the /v1 API).
+            kind::POLICY_LOADED => self.on_policy_loaded(&envelope).await,
+            kind::SESSION_STARTED | kind::SESSION_ENDED | kind::ESCALATION_TRIGGERED => {
+                // Not stored (sessions are aggregated from the decisions themselves).
                 debug!(runtime_id = %self.runtime_id, kind = %envelope.kind, "received");
                 Ok(Flow::Continue)
             }
@@ -397,6 +470,21 @@ impl Connection {
             through_seq: Some(through_seq),
         };
         Ok(self.send(kind::ACK, to_value(&ack)).await)
+    }
+
+    /// Stores what the runtime runs: its loaded policy and local pins (not acknowledged: the
+    /// protocol does not ack these advisory messages).
+    async fn on_policy_loaded(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
+        let report = match PolicyReport::parse(&envelope.payload) {
+            Ok(report) => report,
+            Err(why) => return Ok(self.send_error("BAD_PAYLOAD", &why).await),
+        };
+        let mut client = self.state.db.client().await?;
+        let transaction = org_transaction(&mut client, &self.org_id).await?;
+        registry::record_report(&transaction, &self.org_id, &self.runtime_id, &report).await?;
+        transaction.commit().await?;
+        debug!(runtime_id = %self.runtime_id, name = %report.name, hash = %report.policy_hash, pins = report.pins.len(), "policy report stored");
+        Ok(Flow::Continue)
     }
 
     async fn on_heartbeat(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {

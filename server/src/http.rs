@@ -44,6 +44,12 @@ pub fn router(state: Arc<AppState>) -> Router {
                 (Arc::clone(&state), role),
                 access::require,
             )),
+            Access::PersonOrRuntime(role) => {
+                route.handler.route_layer(middleware::from_fn_with_state(
+                    (Arc::clone(&state), role),
+                    access::require_person_or_runtime,
+                ))
+            }
             Access::Public | Access::Runtime => route.handler,
         };
         router = router.route(route.path, handler);

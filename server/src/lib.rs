@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod oidc;
 pub mod password;
+pub mod policy;
 pub mod role;
 pub mod server;
 pub mod session_token;

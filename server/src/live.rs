@@ -14,6 +14,12 @@
 //!   subscriber that falls further behind than that is dropped (it reconnects and refetches over
 //!   REST) instead of the server buffering for it without end.
 //!
+//! - Runtimes hear of distributions through the same notifications: a control channel
+//!   [`LiveHub::watch_distributions`] of its organisation, and each `policy` event with change
+//!   [`DISTRIBUTED`] (or a listening connection that came up or back, before which one may
+//!   have been missed) wakes it to read its policy again from the database. A `watch` never lags: however
+//!   many distributions arrive while a channel is busy, it reads once, and reads the newest.
+//!
 //! Why not Redis: it would be a second piece of infrastructure to run, secure and keep
 //! available for every self-hosted installation, and its publish is not transactional — an
 //! event could announce data that then rolled back, or be lost between COMMIT and PUBLISH.
@@ -55,6 +61,20 @@ pub mod kind {
     pub const RESYNC: &str = "resync";
     /// The first frame of a subscription: events flow from here on.
     pub const SUBSCRIBED: &str = "subscribed";
+    /// The policy registry changed: `change` is `created`, `version_uploaded`, `archived` or
+    /// `distributed`.
+    pub const POLICY: &str = "policy";
+    /// A runtime reported the policy it loaded and its pins.
+    pub const RUNTIME_POLICY: &str = "runtime_policy";
+}
+
+/// The `change` of a `policy` event that sends a version to runtimes.
+pub const DISTRIBUTED: &str = "distributed";
+
+/// Whether `event` sends a policy to runtimes.
+fn is_distribution(event: &LiveEvent) -> bool {
+    event.kind == kind::POLICY
+        && event.payload.get("change").and_then(Value::as_str) == Some(DISTRIBUTED)
 }
 
 /// Why an event could not be published.
@@ -174,8 +194,14 @@ pub type Subscription = broadcast::Receiver<Arc<str>>;
 #[derive(Debug)]
 pub struct LiveHub {
     orgs: Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>,
+    /// Per organisation with connected runtimes: bumped when a distribution may have happened.
+    distributions: Mutex<HashMap<String, watch::Sender<u64>>>,
     listening: watch::Sender<bool>,
 }
+
+/// Wakes a runtime's control channel when its organisation distributed a policy (see
+/// [`LiveHub::watch_distributions`]).
+pub type DistributionWatch = watch::Receiver<u64>;
 
 impl Default for LiveHub {
     fn default() -> Self {
@@ -188,7 +214,36 @@ impl LiveHub {
     pub fn new() -> Self {
         Self {
             orgs: Mutex::new(HashMap::new()),
+            distributions: Mutex::new(HashMap::new()),
             listening: watch::Sender::new(false),
+        }
+    }
+
+    /// Watches `org_id`'s distributions: `changed()` resolves after a distribution committed
+    /// (on any replica), or after this replica's listening connection came back (one may have
+    /// been missed). The watcher then reads its policy from the database.
+    pub fn watch_distributions(&self, org_id: &str) -> DistributionWatch {
+        let mut watches = self
+            .distributions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Organisations whose runtimes all left are pruned here, so the map stays small.
+        watches.retain(|_, sender| sender.receiver_count() > 0);
+        watches
+            .entry(org_id.to_owned())
+            .or_insert_with(|| watch::Sender::new(0))
+            .subscribe()
+    }
+
+    fn wake_distribution_watchers(&self, org_id: Option<&str>) {
+        let watches = self
+            .distributions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (org, sender) in watches.iter() {
+            if org_id.is_none_or(|wanted| wanted == org) {
+                sender.send_modify(|generation| *generation = generation.wrapping_add(1));
+            }
         }
     }
 
@@ -217,6 +272,9 @@ impl LiveHub {
                 return;
             }
         };
+        if notification.events.iter().any(is_distribution) {
+            self.wake_distribution_watchers(Some(&notification.org));
+        }
         let mut orgs = self.orgs.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(sender) = orgs.get(&notification.org) else {
             return;
@@ -233,8 +291,10 @@ impl LiveHub {
         }
     }
 
-    /// Tells every subscriber of this replica that events may have been missed.
+    /// Tells every subscriber of this replica that events may have been missed, and every
+    /// runtime to read its policy again.
     fn resync_all(&self) {
+        self.wake_distribution_watchers(None);
         let text: Arc<str> = serde_json::to_string(&LiveEvent {
             kind: kind::RESYNC.to_owned(),
             payload: Value::Object(serde_json::Map::new()),
@@ -305,6 +365,9 @@ async fn listen_once(
     hub.listening.send_replace(true);
     if first {
         info!("listening for live events");
+        // Runtimes that connected before this replica listened were told the policy of that
+        // moment; a distribution since then reached no one here.
+        hub.wake_distribution_watchers(None);
     } else {
         info!("listening for live events again");
         hub.resync_all();
@@ -353,6 +416,40 @@ mod tests {
             pack("org-a", vec![event("Decision!", 1)]),
             Err(PublishError::BadKind(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn distributions_wake_the_runtimes_of_their_org_only() {
+        let hub = LiveHub::new();
+        let mut a = hub.watch_distributions("org-a");
+        let b = hub.watch_distributions("org-b");
+        let distributed = LiveEvent {
+            kind: kind::POLICY.to_owned(),
+            payload: json!({"change": DISTRIBUTED, "name": "p"}),
+        };
+        let uploaded = LiveEvent {
+            kind: kind::POLICY.to_owned(),
+            payload: json!({"change": "version_uploaded", "name": "p"}),
+        };
+        for payload in pack("org-a", vec![uploaded]).unwrap() {
+            hub.dispatch(&payload);
+        }
+        assert!(!a.has_changed().unwrap());
+        // Twice before the watcher looks: it wakes once.
+        for _ in 0..2 {
+            for payload in pack("org-a", vec![distributed.clone()]).unwrap() {
+                hub.dispatch(&payload);
+            }
+        }
+        assert!(a.has_changed().unwrap());
+        a.mark_unchanged();
+        assert!(!b.has_changed().unwrap());
+        hub.resync_all();
+        assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+        drop(b);
+        let _c = hub.watch_distributions("org-c");
+        let watched: Vec<String> = hub.distributions.lock().unwrap().keys().cloned().collect();
+        assert!(!watched.contains(&"org-b".to_owned()), "{watched:?}");
     }
 
     #[tokio::test]

@@ -38,10 +38,24 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "decision_columns",
         sql: include_str!("../migrations/0003_decision_columns.sql"),
     },
+    Migration {
+        version: 4,
+        name: "policies",
+        sql: include_str!("../migrations/0004_policies.sql"),
+    },
 ];
 
-/// Tables the app role may read and append to but never change or delete: the evidence.
-const APPEND_ONLY_TABLES: &[&str] = &["entries", "witnessed_heads", "checkpoints", "runtime_flags"];
+/// Tables the app role may read and append to but never change or delete: the evidence, and the
+/// registry's versions and distributions (a version never changes; history is not rewritten).
+const APPEND_ONLY_TABLES: &[&str] = &[
+    "entries",
+    "witnessed_heads",
+    "checkpoints",
+    "runtime_flags",
+    "policy_versions",
+    "policy_distributions",
+    "policy_distribution_targets",
+];
 /// Tables the app role may read, insert and update.
 const MUTABLE_TABLES: &[&str] = &[
     "orgs",
@@ -50,9 +64,12 @@ const MUTABLE_TABLES: &[&str] = &[
     "chains",
     "users",
     "human_sessions",
+    "policies",
+    "runtime_policies",
 ];
-/// Short-lived state the app role also deletes: login throttle windows, OIDC logins in flight.
-const EPHEMERAL_TABLES: &[&str] = &["login_throttle", "oidc_logins"];
+/// State the app role also deletes: login throttle windows, OIDC logins in flight, and the pins
+/// a runtime reports (each report replaces the previous).
+const EPHEMERAL_TABLES: &[&str] = &["login_throttle", "oidc_logins", "policy_pins"];
 
 /// An arbitrary constant naming our advisory lock.
 const MIGRATION_LOCK: i64 = 0x4154_4c41_5342_5247;

@@ -1,7 +1,8 @@
 //! The roles of people in an organisation, ordered: each can do what the ones below it can.
 //!
 //! - `viewer` reads everything of its organisation;
-//! - `operator` also makes operational writes (the policy registry's, when it comes);
+//! - `operator` also makes operational writes: the policy registry (policies, versions,
+//!   distributions);
 //! - `admin` also manages API keys and users, except owners;
 //! - `owner` also manages owners. An organisation always keeps at least one owner.
 

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod people;
+pub mod policies;
 pub mod registry;
 pub mod search;
 

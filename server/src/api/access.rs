@@ -11,6 +11,12 @@
 //! cross-site form cannot send `application/json` without a CORS preflight, which this server
 //! never grants): three independent defences. Bearer requests need none, since a browser never
 //! adds an `Authorization` header by itself.
+//!
+//! A few routes serve runtimes as well as people (the policy registry's, which the daemon
+//! calls with its access token): [`Access::PersonOrRuntime`]. A bearer that is not a session
+//! token (`abs_…`) is then taken for a runtime's JWT: it must verify, and the API key it was
+//! issued for must still be live, as for the control channel. The handler receives a
+//! [`Caller`] and decides what each may do.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,11 +28,17 @@ use axum::response::{IntoResponse as _, Response};
 use tracing::debug;
 
 use super::error::ApiError;
+use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
 use crate::role::Role;
 use crate::server::AppState;
-use crate::session_token::{CSRF_HEADER, Carrier, org_of, presented, same_secret, token_hash};
-use crate::store::people::{self, User};
+use crate::session_token::{
+    CSRF_HEADER, Carrier, SESSION_PREFIX, org_of, presented, same_secret, token_hash,
+};
+use crate::store::{
+    self,
+    people::{self, User},
+};
 
 /// A session's `last_used_at` is written at most this often (its idle expiry is that coarse).
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -40,15 +52,45 @@ pub enum Access {
     Runtime,
     /// A person with at least this role.
     Person(Role),
+    /// A person with at least this role, or a runtime of the organisation with its access token.
+    PersonOrRuntime(Role),
 }
 
 impl Access {
-    /// How the OpenAPI document names it (`x-min-role`).
+    /// How the OpenAPI document names it (`x-min-role`: the people's role).
     pub fn name(self) -> &'static str {
         match self {
             Access::Public => "public",
             Access::Runtime => "runtime",
-            Access::Person(role) => role.as_str(),
+            Access::Person(role) | Access::PersonOrRuntime(role) => role.as_str(),
+        }
+    }
+}
+
+/// A runtime calling with its access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeCaller {
+    /// Its organisation.
+    pub org_id: String,
+    /// `ed25519:` + its public key.
+    pub runtime_id: String,
+}
+
+/// Who calls a route open to people and runtimes (a request extension).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A person, role checked.
+    Person(Person),
+    /// A runtime.
+    Runtime(RuntimeCaller),
+}
+
+impl Caller {
+    /// The organisation every query of the request is scoped to.
+    pub fn org_id(&self) -> &str {
+        match self {
+            Caller::Person(person) => &person.org_id,
+            Caller::Runtime(runtime) => &runtime.org_id,
         }
     }
 }
@@ -110,36 +152,104 @@ pub async fn require(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let person = match authenticate(&state, request.headers()).await {
-        Ok(person) => person,
-        Err(error) => return error.into_response(),
+    match admit_person(&state, minimum, request.headers(), request.method()).await {
+        Ok(person) => {
+            request.extensions_mut().insert(person);
+            next.run(request).await
+        }
+        Err(refusal) => refusal,
+    }
+}
+
+/// The layer on each route open to people and runtimes: a runtime's access token, or a
+/// person's session as [`require`] checks it; hands the [`Caller`] to the handler.
+pub async fn require_person_or_runtime(
+    State((state, minimum)): State<(Arc<AppState>, Role)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = match runtime_bearer(request.headers()) {
+        Some(token) => match admit_runtime(&state, &token).await {
+            Ok(runtime) => Caller::Runtime(runtime),
+            Err(error) => return error.into_response(),
+        },
+        None => match admit_person(&state, minimum, request.headers(), request.method()).await {
+            Ok(person) => Caller::Person(person),
+            Err(refusal) => return refusal,
+        },
     };
-    if person.carrier == Carrier::Cookie && changes_state(request.method()) {
-        let echoed = request
-            .headers()
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// A bearer token that is not a person's session: a runtime's JWT, if anything.
+fn runtime_bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|token| !token.starts_with(SESSION_PREFIX))
+        .map(str::to_owned)
+}
+
+/// The runtime behind an access token: it verifies, and its API key is still live.
+async fn admit_runtime(state: &AppState, token: &str) -> Result<RuntimeCaller, ApiError> {
+    let refused = || ApiError::unauthorized("INVALID_TOKEN", "token unknown, expired or revoked");
+    let Claims { sub, org, kid, .. } = state.tokens.verify(token).map_err(|_| refused())?;
+    let mut client = state.db.client().await?;
+    let transaction = org_transaction(&mut client, &org).await?;
+    let live = store::api_key_is_live(&transaction, &kid).await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    if !live {
+        return Err(refused());
+    }
+    Ok(RuntimeCaller {
+        org_id: org,
+        runtime_id: sub,
+    })
+}
+
+/// The person of a request, with CSRF and role checked; the refusal otherwise.
+async fn admit_person(
+    state: &AppState,
+    minimum: Role,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<Person, Response> {
+    let person = match authenticate(state, headers).await {
+        Ok(person) => person,
+        Err(error) => return Err(error.into_response()),
+    };
+    if person.carrier == Carrier::Cookie && changes_state(method) {
+        let echoed = headers
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|token| same_secret(token, &person.csrf_token));
         if !echoed {
-            return ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "CSRF_TOKEN_REQUIRED",
                 "a cookie-authenticated change needs the session's x-csrf-token header",
             )
-            .into_response();
+            .into_response());
         }
     }
     if person.user.role < minimum {
         debug!(user_id = %person.user.user_id, role = %person.user.role, required = %minimum, "role too low");
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("this needs the {minimum} role"),
-        )
-        .detail("required_role", minimum.as_str())
-        .detail("role", person.user.role.as_str())
-        .into_response();
+        return Err(role_too_low(minimum, person.user.role).into_response());
     }
-    request.extensions_mut().insert(person);
-    next.run(request).await
+    Ok(person)
+}
+
+/// 403 for a person whose role is below `minimum`.
+pub fn role_too_low(minimum: Role, role: Role) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        format!("this needs the {minimum} role"),
+    )
+    .detail("required_role", minimum.as_str())
+    .detail("role", role.as_str())
 }

@@ -5,11 +5,13 @@
 
 pub mod access;
 pub mod auth;
+pub mod distributions;
 pub mod error;
 pub mod keys;
 pub mod live;
 pub mod openapi;
 pub mod paging;
+pub mod policies;
 pub mod request_id;
 pub mod runtimes;
 pub mod search;
@@ -55,9 +57,10 @@ where
 
 /// Every `/v1` route.
 pub fn routes() -> Vec<Route> {
-    use Access::{Person, Public, Runtime};
+    use Access::{Person, PersonOrRuntime, Public, Runtime};
     use Method as M;
     let viewer = Person(Role::Viewer);
+    let operator = Person(Role::Operator);
     let admin = Person(Role::Admin);
     vec![
         // The runtime side (docs/cloud.md).
@@ -95,6 +98,77 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/audit-events", viewer, search::audit_events),
         route(M::GET, "/v1/risk/hourly", viewer, search::risk_hourly),
         route(M::GET, "/v1/live", viewer, live::live),
+        // The policy registry: people read and test (viewer), operators change it; runtimes
+        // fetch versions and push new ones (docs/cloud.md).
+        route(M::GET, "/v1/policies", viewer, policies::list),
+        route(M::POST, "/v1/policies", operator, policies::create),
+        route(
+            M::GET,
+            "/v1/policies/{name}",
+            PersonOrRuntime(Role::Viewer),
+            policies::one,
+        ),
+        route(
+            M::DELETE,
+            "/v1/policies/{name}",
+            operator,
+            policies::archive,
+        ),
+        route(
+            M::GET,
+            "/v1/policies/{name}/versions",
+            viewer,
+            policies::versions,
+        ),
+        route(
+            M::POST,
+            "/v1/policies/{name}/versions",
+            PersonOrRuntime(Role::Operator),
+            policies::upload,
+        ),
+        route(
+            M::GET,
+            "/v1/policies/{name}/versions/{version}",
+            PersonOrRuntime(Role::Viewer),
+            policies::version,
+        ),
+        route(
+            M::POST,
+            "/v1/policies/{name}/versions/{version}/test",
+            viewer,
+            policies::test_event,
+        ),
+        route(
+            M::GET,
+            "/v1/policies/{name}/diff",
+            viewer,
+            policies::diff_versions,
+        ),
+        route(M::POST, "/v1/policy-validation", viewer, policies::validate),
+        route(
+            M::GET,
+            "/v1/policies/{name}/distributions",
+            viewer,
+            distributions::list,
+        ),
+        route(
+            M::POST,
+            "/v1/policies/{name}/distributions",
+            operator,
+            distributions::distribute,
+        ),
+        route(
+            M::GET,
+            "/v1/runtime-policies",
+            viewer,
+            distributions::runtime_policies,
+        ),
+        route(
+            M::GET,
+            "/v1/runtimes/{runtime_id}/policy",
+            viewer,
+            distributions::runtime_policy,
+        ),
         // Administration.
         route(M::GET, "/v1/api-keys", admin, keys::list),
         route(M::POST, "/v1/api-keys", admin, keys::create),

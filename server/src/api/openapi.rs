@@ -14,7 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::access::Access;
 use super::error::ErrorEnvelope;
-use super::{auth, keys, live, routes, runtimes, search, users};
+use super::{auth, distributions, keys, live, policies, routes, runtimes, search, users};
 
 /// `POST /v1/auth/token`'s body (docs/cloud.md).
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,7 +44,7 @@ pub struct TokenResponseSchema {
 #[openapi(
     info(
         title = "AtlasBridge governance server",
-        description = "The `/v1` API of atlasbridge-server: the runtimes' token call and control channel, and the API for people (login, the registry, decisions, audit events, sessions, risk, API keys, users, the live stream). Every answer carries `x-request-id` (the client's when it sent a well-formed one); every error is the `ErrorEnvelope`. See docs/server.md.",
+        description = "The `/v1` API of atlasbridge-server: the runtimes' token call, control channel and policy fetches and pushes, and the API for people (login, the registry, decisions, audit events, sessions, risk, the policy registry, API keys, users, the live stream). Every answer carries `x-request-id` (the client's when it sent a well-formed one); every error is the `ErrorEnvelope`. See docs/server.md.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -54,6 +54,11 @@ pub struct TokenResponseSchema {
         search::session, search::sessions, search::decisions, search::audit_events,
         search::risk_hourly,
         live::live,
+        policies::list, policies::create, policies::one, policies::archive,
+        policies::versions, policies::upload, policies::version, policies::test_event,
+        policies::diff_versions, policies::validate,
+        distributions::list, distributions::distribute, distributions::runtime_policies,
+        distributions::runtime_policy,
         keys::list, keys::create, keys::revoke,
         users::list, users::create, users::update,
         serve,
@@ -66,6 +71,7 @@ pub struct TokenResponseSchema {
         (name = "api-keys", description = "API keys of runtimes (admin)"),
         (name = "users", description = "Users and roles (admin)"),
         (name = "live", description = "The live stream"),
+        (name = "policies", description = "The policy registry: policies, signed versions, validation, diff, test events, distributions, what runtimes run"),
         (name = "runtime", description = "The runtimes' side (docs/cloud.md)"),
         (name = "meta", description = "This document"),
     ),
@@ -112,6 +118,9 @@ fn build() -> Value {
             Access::Public => json!([]),
             Access::Runtime => json!([{"runtime_token": []}]),
             Access::Person(_) => json!([{"session_cookie": []}, {"session_bearer": []}]),
+            Access::PersonOrRuntime(_) => json!([
+                {"session_cookie": []}, {"session_bearer": []}, {"runtime_token": []}
+            ]),
         };
         operation.insert("security".into(), security);
         if let Some(responses) = operation

@@ -31,6 +31,11 @@ async fn snapshot(api: &Api, a: &Session) -> Vec<Value> {
         "/v1/audit-events",
         "/v1/api-keys",
         "/v1/users",
+        "/v1/policies?include_archived=true",
+        "/v1/policies/policy-of-a",
+        "/v1/policies/policy-of-a/versions",
+        "/v1/policies/policy-of-a/distributions",
+        "/v1/runtime-policies",
     ] {
         let answer = api.get(path, a.bearer()).await;
         assert_eq!(answer.status, 200, "{path}");
@@ -116,6 +121,45 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
         )
         .await;
     let user_id_a = user_a.body["user_id"].as_str().unwrap().to_owned();
+    // A's policy, distributed to its runtime, which reports a pin.
+    let policy_a = "policy_version: \"1\"\nname: policy-of-a\nrules:\n  - id: rule-of-a\n    match: {}\n    action: {type: deny}\n";
+    let made = api
+        .post(
+            "/v1/policies",
+            a.bearer(),
+            json!({"name": "policy-of-a", "yaml": policy_a}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let hash_a = made.body["latest_content_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let distributed = api
+        .post(
+            "/v1/policies/policy-of-a/distributions",
+            a.bearer(),
+            json!({"version": "1", "runtime_ids": [runtime_a.runtime_id]}),
+        )
+        .await;
+    assert_eq!(distributed.status, 201, "{:?}", distributed.body);
+    runtime_a
+        .send(
+            "policy_loaded",
+            json!({"name": "policy-of-a", "policy_version": "1", "policy_hash": hash_a,
+                   "source": "file", "loaded_at": "2026-11-27T03:00:00Z",
+                   "pins": [{"scope": "agent", "id": "pin-of-a", "policy_hash": hash_a}]}),
+        )
+        .await;
+    crate::support::eventually("A's pin is stored", || {
+        let (api, a) = (&api, &a);
+        async move {
+            api.get("/v1/runtime-policies", a.bearer()).await.body["runtimes"][0]["pins"]
+                .as_array()
+                .is_some_and(|pins| pins.len() == 1)
+        }
+    })
+    .await;
     // B has data of its own, so its lists are not trivially empty.
     let mut runtime_b = FakeRuntime::connect(&server, "org-b", &key_b).await;
     runtime_b
@@ -134,6 +178,10 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
         "agent-of-a".to_owned(),
         "event-of-a".to_owned(),
         "label-of-a".to_owned(),
+        "policy-of-a".to_owned(),
+        "rule-of-a".to_owned(),
+        "pin-of-a".to_owned(),
+        hash_a.clone(),
         decisions[0]["entry_id"].as_str().unwrap().to_owned(),
     ];
     let assert_nothing_of_a = |path: &str, answer: &Answer| {
@@ -147,25 +195,54 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
     };
     let before = snapshot(&api, &a).await;
 
+    // B's runtime, for the routes runtimes may call too.
+    let runtime_b_token =
+        crate::support::runtime::token(&server, "org-b", &key_b, &runtime_b.runtime_id).await;
+    let runtime_get = |path: String| {
+        let (url, token) = (server.http_url(&path), runtime_b_token.clone());
+        async move {
+            let response = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let mut body: Value = response.json().await.unwrap();
+            body["request_id"] = Value::Null;
+            (status, body)
+        }
+    };
+
     let document = api.get("/v1/openapi.json", Auth::None).await.body;
     let mut walked = 0;
+    let mut deferred_upload = None;
     for (template, item) in document["paths"].as_object().unwrap() {
         for (method, _) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             // A's ids in the path, and a twin with ids that never existed.
-            let fill = |runtime: &str, session: &str, key: &str, user: &str| {
+            let fill = |runtime: &str, session: &str, key: &str, user: &str, policy: &str| {
                 template
                     .replace("{runtime_id}", &segment(runtime))
                     .replace("{session_id}", &segment(session))
                     .replace("{key_id}", &segment(key))
                     .replace("{user_id}", &segment(user))
+                    .replace("{name}", &segment(policy))
+                    .replace("{version}", "1")
             };
-            let path = fill(&runtime_a.runtime_id, "session-of-a", &key_id_a, &user_id_a);
+            let path = fill(
+                &runtime_a.runtime_id,
+                "session-of-a",
+                &key_id_a,
+                &user_id_a,
+                "policy-of-a",
+            );
             let nowhere = fill(
                 "ed25519:nobody",
                 "no-session",
                 "0000000000000000",
                 "no-user",
+                "no-policy",
             );
             let rid = segment(&runtime_a.runtime_id);
             match (method.as_str(), template.as_str()) {
@@ -174,12 +251,46 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                 | ("GET", "/v1/runtimes/{runtime_id}/chains")
                 | ("GET", "/v1/runtimes/{runtime_id}/sessions/{session_id}")
                 | ("DELETE", "/v1/api-keys/{key_id}")
-                | ("PATCH", "/v1/users/{user_id}") => {
-                    let body = (method == Method::PATCH)
-                        .then(|| json!({"role": "viewer", "disabled": true}));
+                | ("PATCH", "/v1/users/{user_id}")
+                | ("GET", "/v1/runtimes/{runtime_id}/policy")
+                | ("GET", "/v1/policies/{name}")
+                | ("DELETE", "/v1/policies/{name}")
+                | ("GET", "/v1/policies/{name}/versions")
+                | ("GET", "/v1/policies/{name}/versions/{version}")
+                | ("POST", "/v1/policies/{name}/versions/{version}/test")
+                | ("GET", "/v1/policies/{name}/distributions")
+                | ("POST", "/v1/policies/{name}/distributions")
+                | ("GET", "/v1/policies/{name}/diff") => {
+                    let body = match (method.as_str(), template.as_str()) {
+                        ("PATCH", _) => Some(json!({"role": "viewer", "disabled": true})),
+                        (_, "/v1/policies/{name}/versions/{version}/test") => {
+                            Some(json!({"prompt_text": "Continue?"}))
+                        }
+                        (_, "/v1/policies/{name}/distributions") if method == Method::POST => {
+                            Some(json!({"version": "1", "all_runtimes": true}))
+                        }
+                        _ => None,
+                    };
+                    let query = if template.ends_with("/diff") {
+                        "?from=1&to=1"
+                    } else {
+                        ""
+                    };
+                    let (path, nowhere) = (format!("{path}{query}"), format!("{nowhere}{query}"));
                     let answer = api
                         .call(method.clone(), &path, b.bearer(), body.clone(), &[])
                         .await;
+                    // The routes runtimes call: B's runtime is told the same.
+                    if method == Method::GET
+                        && matches!(
+                            template.as_str(),
+                            "/v1/policies/{name}" | "/v1/policies/{name}/versions/{version}"
+                        )
+                    {
+                        let (status, body) = runtime_get(path.clone()).await;
+                        assert_eq!(status, 404, "{path}: {body}");
+                        assert_eq!(body, runtime_get(nowhere.clone()).await.1, "{path}");
+                    }
                     answer.assert_error(404, "NOT_FOUND");
                     let twin = api
                         .call(method.clone(), &nowhere, b.bearer(), body, &[])
@@ -191,7 +302,10 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                     );
                 }
                 // Lists, also filtered by A's ids: nothing of A.
-                ("GET", "/v1/runtimes") | ("GET", "/v1/api-keys") | ("GET", "/v1/users") => {
+                ("GET", "/v1/runtimes")
+                | ("GET", "/v1/api-keys")
+                | ("GET", "/v1/users")
+                | ("GET", "/v1/runtime-policies") => {
                     let answer = api.get(&path, b.bearer()).await;
                     assert_eq!(answer.status, 200);
                     assert_nothing_of_a(&path, &answer);
@@ -235,6 +349,51 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                 ("POST", "/v1/api-keys") => {
                     let answer = api.post(&path, b.bearer(), json!({"label": "b"})).await;
                     assert_eq!(answer.status, 201);
+                }
+                ("GET", "/v1/policies") => {
+                    let answer = api
+                        .get(&format!("{path}?include_archived=true"), b.bearer())
+                        .await;
+                    assert_eq!(answer.status, 200);
+                    assert_nothing_of_a(&path, &answer);
+                }
+                ("POST", "/v1/policies") => {
+                    let answer = api
+                        .post(&path, b.bearer(), json!({"name": "policy-of-b"}))
+                        .await;
+                    assert_eq!(answer.status, 201, "{:?}", answer.body);
+                    // B names A's runtime in a distribution of its own policy: not one of B's.
+                    let upload = api
+                        .post(
+                            "/v1/policies/policy-of-b/versions",
+                            b.bearer(),
+                            json!({"yaml": "policy_version: \"1\"\nname: policy-of-b\n"}),
+                        )
+                        .await;
+                    assert_eq!(upload.status, 201, "{:?}", upload.body);
+                    api.post(
+                        "/v1/policies/policy-of-b/distributions",
+                        b.bearer(),
+                        json!({"version": "1", "runtime_ids": [runtime_a.runtime_id]}),
+                    )
+                    .await
+                    .assert_error(400, "UNKNOWN_RUNTIMES");
+                }
+                ("POST", "/v1/policies/{name}/versions") => {
+                    // Done after the walk: it creates B's own policy of A's policy's name, which
+                    // the item cases above must not find.
+                    deferred_upload = Some(path.clone());
+                }
+                ("POST", "/v1/policy-validation") => {
+                    let answer = api
+                        .post(
+                            &path,
+                            b.bearer(),
+                            json!({"yaml": "policy_version: \"1\"\n", "name": "policy-of-a"}),
+                        )
+                        .await;
+                    assert_eq!(answer.status, 200);
+                    assert_eq!(answer.body["valid"], false, "the name is not the default's");
                 }
                 ("POST", "/v1/users") => {
                     // A's address is free in B: organisations do not share users.
@@ -339,7 +498,13 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
             walked += 1;
         }
     }
-    assert!(walked >= 23, "walked {walked} operations");
+    assert!(walked >= 37, "walked {walked} operations");
+    // B uploads to A's policy's name: that is B's own policy, numbered from 1; A's is untouched.
+    let path = deferred_upload.expect("the upload route was walked");
+    let yaml = "policy_version: \"1\"\nname: policy-of-a\nrules: []\n";
+    let answer = api.post(&path, b.bearer(), json!({"yaml": yaml})).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.body["version"], "1");
     assert_eq!(snapshot(&api, &a).await, before, "A's data is unchanged");
     // And A's key still works.
     let answer = token_response(&server, "org-a", &key_a, &runtime_a.runtime_id).await;

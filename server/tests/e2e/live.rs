@@ -55,7 +55,7 @@ async fn next_event(socket: &mut Socket) -> Option<Value> {
 }
 
 /// Subscribes, and waits for `subscribed` (from then on nothing is missed).
-async fn subscribe(server: &TestServer, token: &str) -> Socket {
+pub async fn subscribe(server: &TestServer, token: &str) -> Socket {
     let mut socket = open(server, token, None).await;
     let first = next_event(&mut socket).await.expect("subscribed");
     assert_eq!(first["kind"], "subscribed", "{first}");
@@ -63,7 +63,7 @@ async fn subscribe(server: &TestServer, token: &str) -> Socket {
 }
 
 /// The next event that is not a `runtime_status`.
-async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+pub async fn next_of(socket: &mut Socket, kind: &str) -> Value {
     loop {
         let event = next_event(socket).await.expect("an event");
         if event["kind"] == kind {

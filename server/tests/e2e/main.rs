@@ -15,6 +15,7 @@ mod live;
 mod metrics;
 mod oidc;
 mod people;
+mod policies;
 mod replicas;
 mod runtime_channel;
 mod search;

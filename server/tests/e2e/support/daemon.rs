@@ -67,19 +67,36 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     /// Starts a daemon of `org` with `api_key`, streaming to `server` with one-second heartbeats
-    /// and a signed checkpoint every 10 entries or every second (so they reach the witness).
+    /// and a signed checkpoint every 10 entries or every second (so they reach the witness). Its
+    /// policy is a local file ([`POLICY`]), which takes precedence over the cloud's.
     pub fn start(server: &TestServer, org: &str, api_key: &str) -> Self {
+        Self::start_with(server, org, api_key, true)
+    }
+
+    /// A daemon without a local policy file (the built-in default until the cloud sends one) and
+    /// with `policy_sync = "auto"`: it applies what the server distributes to it, after checking
+    /// the server's signature and the hash.
+    pub fn start_following_the_cloud(server: &TestServer, org: &str, api_key: &str) -> Self {
+        Self::start_with(server, org, api_key, false)
+    }
+
+    fn start_with(server: &TestServer, org: &str, api_key: &str, local_policy: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("abd-")
             .tempdir_in("/tmp")
             .expect("sandbox");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
-        let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, POLICY).expect("write the policy");
+        let policy_section = if local_policy {
+            let policy = dir.path().join("policy.yaml");
+            std::fs::write(&policy, POLICY).expect("write the policy");
+            format!("[policy]\nfile = \"{}\"\n\n", policy.display())
+        } else {
+            String::new()
+        };
+        let policy_sync = if local_policy { "manual" } else { "auto" };
         let config = format!(
-            "[policy]\nfile = \"{}\"\n\n[trace]\ncheckpoint_every_entries = 10\ncheckpoint_interval_s = 1\n\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{org}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\n",
-            policy.display(),
+            "{policy_section}[trace]\ncheckpoint_every_entries = 10\ncheckpoint_interval_s = 1\n\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{org}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\npolicy_sync = \"{policy_sync}\"\n",
             server.ws_url(),
             server.public_key(),
         );
@@ -212,6 +229,19 @@ impl TestDaemon {
         }
     }
 
+    /// Waits until the daemon's link is connected (from then on its registry calls work).
+    pub fn wait_connected(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let status = self.cloud_status();
+            if status["state"] == "connected" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not connected: {status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// (seq, entry_hash) of every local entry of `stream`.
     pub fn local_chain(&self, stream: Stream) -> Vec<(u64, String)> {
         let method = match stream {
@@ -230,6 +260,40 @@ impl TestDaemon {
                     entry["seq"].as_u64().expect("seq"),
                     entry["entry_hash"].as_str().expect("hash").to_owned(),
                 ));
+            }
+            match page["next_seq"].as_u64() {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Decides one prompt the server-e2e policy would answer "y": the daemon's answer.
+    pub fn decide_one(&self, session: &str, prompt: &str) -> Value {
+        self.conn()
+            .call("decision.evaluate", event(session, prompt))
+            .unwrap_or_else(|e| panic!("decision failed: {e}"))
+    }
+
+    /// The active policy (`policy.status`).
+    pub fn policy_status(&self) -> Value {
+        self.conn()
+            .call("policy.status", json!({}))
+            .expect("policy.status")
+    }
+
+    /// The `event_type` of every local audit event, in order.
+    pub fn audit_event_types(&self) -> Vec<String> {
+        let mut conn = self.conn();
+        let mut out = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let page = conn
+                .call("audit.read", json!({"from_seq": from, "limit": 1000}))
+                .expect("read the audit log");
+            for entry in page["entries"].as_array().into_iter().flatten() {
+                out.push(entry["event_type"].as_str().unwrap_or_default().to_owned());
             }
             match page["next_seq"].as_u64() {
                 Some(next) => from = next,

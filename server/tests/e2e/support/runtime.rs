@@ -29,6 +29,11 @@ pub fn identity() -> SigningKey {
     SigningKey::from_bytes(&seed)
 }
 
+/// The runtime id of `key` (`ed25519:` + its public key).
+pub fn id_of(key: &SigningKey) -> String {
+    encode_public_key(&key.verifying_key())
+}
+
 /// A chain of `count` sealed trace entries, as the daemon stores them, starting at `from` after
 /// `prev` (the genesis hash for a chain from 0).
 pub fn chain_from(from: u64, prev: &str, count: usize, tag: &str) -> Vec<Value> {
