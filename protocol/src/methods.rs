@@ -850,6 +850,16 @@ pub struct CloudPolicyPullResult {
     pub yaml: String,
 }
 
+/// Method: what the cloud witnessed of this runtime's chain (`POST /v1/witness` through the
+/// uplink's credentials), for `trace integrity-check --against-cloud`.
+pub const CLOUD_WITNESS: &str = "cloud.witness";
+
+/// Params of `cloud.witness`: the REST query as is.
+pub type CloudWitnessParams = crate::cloud::witness::WitnessQuery;
+
+/// Result of `cloud.witness`: the cloud's answer as is.
+pub type CloudWitnessResult = crate::cloud::witness::WitnessAnswer;
+
 /// Method: tries a cloud configuration (token call and handshake) without keeping anything.
 pub const CLOUD_TEST: &str = "cloud.test";
 

@@ -5,6 +5,7 @@
 //! `--json` prints one JSON document on stdout, also for errors (`{"error": {...}}`), so that
 //! scripts never have to parse human text.
 
+mod against_cloud;
 mod autopilot;
 mod cloud;
 mod cloud_setup;

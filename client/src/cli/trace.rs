@@ -28,6 +28,11 @@ pub enum TraceCommand {
         /// Verify against these checkpoints (an exported copy) instead of the directory's own.
         #[arg(long, value_name = "FILE")]
         checkpoints: Option<PathBuf>,
+        /// Also compare the chain with what the governance server witnessed of it, through the
+        /// running daemon's uplink: exit 0 agrees, 1 forks or lost entries, 4 the server holds
+        /// nothing past some seq yet, 5 the server could not be asked.
+        #[arg(long)]
+        against_cloud: bool,
     },
     /// The last entries; with --follow, new ones as they are written.
     Tail {
@@ -94,11 +99,16 @@ pub enum AuditCommand {
 
 pub(super) fn run_trace(ctx: &Context, command: &TraceCommand) -> Result<ExitCode, CliError> {
     match command {
-        TraceCommand::IntegrityCheck { path, checkpoints } => integrity_check(
+        TraceCommand::IntegrityCheck {
+            path,
+            checkpoints,
+            against_cloud,
+        } => integrity_check(
             ctx,
             ChainKind::Trace,
             path.as_deref(),
             checkpoints.as_deref(),
+            *against_cloud,
         ),
         TraceCommand::Tail { lines, follow } => tail(ctx, ChainName::Trace, *lines, *follow),
         TraceCommand::Show { seq } => show(ctx, *seq),
@@ -113,7 +123,7 @@ pub(super) fn run_trace(ctx: &Context, command: &TraceCommand) -> Result<ExitCod
 pub(super) fn run_audit(ctx: &Context, command: &AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify { path } => {
-            integrity_check(ctx, ChainKind::Audit, path.as_deref(), None)
+            integrity_check(ctx, ChainKind::Audit, path.as_deref(), None, false)
         }
         AuditCommand::Tail { lines } => tail(ctx, ChainName::Audit, *lines, false),
         AuditCommand::Repair { .. } => repair(ctx, ChainName::Audit),
@@ -137,6 +147,7 @@ fn integrity_check(
     kind: ChainKind,
     path: Option<&Path>,
     checkpoints: Option<&Path>,
+    against_cloud: bool,
 ) -> Result<ExitCode, CliError> {
     local::require(ctx, Feature::AuditIntegrityCheck)?;
     let (target, data_dir) = match path {
@@ -162,12 +173,32 @@ fn integrity_check(
     if let Some(data_dir) = data_dir {
         compare_with_recorded_heads(&mut report, &data_dir, kind, &target);
     }
+    if against_cloud {
+        if !ctx.out.is_json() {
+            print_report(kind, &target, &report);
+        }
+        let files = chain_files(&target, kind)?;
+        return super::against_cloud::run(ctx, kind, &files, &report);
+    }
     if ctx.out.is_json() {
         ctx.out.json(&report);
     } else {
         print_report(kind, &target, &report);
     }
     Ok(report_status(&report))
+}
+
+/// The segment files of `target` (a segment file or a chain directory; none when the daemon's
+/// own directory is gone).
+fn chain_files(target: &Path, kind: ChainKind) -> Result<Vec<PathBuf>, CliError> {
+    if target.is_dir() {
+        verify::segment_files(target, kind)
+            .map_err(|e| CliError::Unreadable(format!("cannot read {}: {e}", target.display())))
+    } else if target.exists() {
+        Ok(vec![target.to_path_buf()])
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// For the daemon's own chains: what the state file remembers must still be there.

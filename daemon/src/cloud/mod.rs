@@ -15,6 +15,7 @@ pub mod reader;
 pub mod registry;
 pub mod status;
 pub mod tls;
+pub mod witness;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -39,6 +39,15 @@ pub(crate) async fn get_json<T: DeserializeOwned>(
     call(fetcher, path, None::<&()>).await
 }
 
+/// `POST {api_base}/{path}` with a JSON body, answered with JSON.
+pub(crate) async fn post_json<T: DeserializeOwned, B: serde::Serialize>(
+    fetcher: &Fetcher,
+    path: &str,
+    body: &B,
+) -> Result<T, String> {
+    call(fetcher, path, Some(body)).await
+}
+
 async fn call<T: DeserializeOwned, B: serde::Serialize>(
     fetcher: &Fetcher,
     path: &str,

@@ -69,9 +69,65 @@ pub fn load_str(text: &str, file: &Path) -> Result<LoadedPolicy, LoadError> {
     })
 }
 
+/// Loads a policy that must stand on its own, such as one uploaded to a registry: an `extends`
+/// is reported as an error at its place and **never followed**, so no file is read. Following it
+/// would let whoever wrote the text make the loading machine read its own files (and show parts
+/// of them in the errors). Otherwise the same checks, normal form and hash as [`load_str`].
+pub fn load_self_contained(text: &str, file: &Path) -> Result<LoadedPolicy, LoadError> {
+    let checked = validate::check(text, file);
+    let mut errors = checked.errors;
+    if let Some(extends) = checked.extends
+        && !errors.iter().any(|e| e.path == "extends")
+    {
+        errors.push(PolicyError::new(
+            file,
+            extends.pos.line,
+            extends.pos.column,
+            "extends",
+            "extends is not allowed here: the policy must be self-contained",
+        ));
+        errors.sort_by_key(|e| (e.line, e.column));
+    }
+    match checked.policy {
+        Some(policy) if errors.is_empty() => Ok(LoadedPolicy {
+            hash: policy.hash(),
+            policy,
+            sources: vec![file.to_path_buf()],
+        }),
+        _ => Err(LoadError::new(errors)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_self_contained_load_never_follows_extends() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.yaml");
+        std::fs::write(&base, "policy_version: \"1\"\nname: secret-base\n").unwrap();
+        let text = format!(
+            "policy_version: \"1\"\nname: child\nextends: {}\n",
+            base.display()
+        );
+        let error = load_self_contained(&text, &dir.path().join("upload.yaml")).unwrap_err();
+        assert_eq!(error.errors.len(), 1, "{error}");
+        let only = &error.errors[0];
+        assert_eq!(
+            (only.line, only.column, only.path.as_str()),
+            (3, 10, "extends")
+        );
+        assert!(!error.to_string().contains("secret-base"), "{error}");
+        // Without extends: exactly what load_str gives.
+        let plain = "policy_version: \"1\"\nname: child\n";
+        let loaded = load_self_contained(plain, Path::new("upload.yaml")).unwrap();
+        assert_eq!(loaded, load_str(plain, Path::new("upload.yaml")).unwrap());
+        // A v0 policy's extends is reported once, by the validator's own rule.
+        let v0 = "policy_version: \"0\"\nextends: base.yaml\n";
+        let error = load_self_contained(v0, Path::new("upload.yaml")).unwrap_err();
+        assert_eq!(error.errors.len(), 1, "{error}");
+    }
 
     #[test]
     fn load_str_fills_defaults_and_hashes() {

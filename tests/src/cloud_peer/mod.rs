@@ -578,6 +578,18 @@ impl CloudPeer {
         self.shared.update(|s| s.forget_from(stream, seq));
     }
 
+    /// Replaces the stored entries of `stream` from `seq` on with a rewritten chain (other
+    /// content, sealed and linked), so that what the peer witnessed forks from the runtime's
+    /// trace at `seq`.
+    pub fn rewrite_stored_from(&self, stream: Stream, seq: u64) {
+        self.shared.update(|s| s.rewrite_from(stream, seq));
+    }
+
+    /// `POST /v1/witness` requests received.
+    pub fn witness_queries(&self) -> usize {
+        self.with_state(PeerState::witness_queries)
+    }
+
     /// Stops listening and cuts every connection, as if the cloud were killed. Blocks until
     /// the port is closed and the connections are gone (or 5 s passed).
     pub fn stop(&self) {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use atlasbridge_protocol::cloud::rest::{
     ErrorBody, PolicyUpload, PolicyVersion, TokenRequest, TokenResponse,
 };
+use atlasbridge_protocol::cloud::witness::WitnessQuery;
 use atlasbridge_protocol::trace::checkpoint::decode_public_key;
 use axum::Json;
 use axum::Router;
@@ -39,6 +40,7 @@ pub(super) fn router(shared: Arc<Shared>, kill: watch::Receiver<bool>) -> Router
         .route("/v1/policies/{name}", get(list_versions))
         .route("/v1/policies/{name}/versions", post(upload))
         .route("/v1/policies/{name}/versions/{version}", get(version))
+        .route("/v1/witness", post(witness))
         .fallback(not_found)
         .with_state(App { shared, kill })
 }
@@ -299,5 +301,36 @@ async fn upload(
         });
         s.uploads.push(upload);
         (StatusCode::CREATED, Json(body)).into_response()
+    })
+}
+
+async fn witness(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    app.shared.update(|s| {
+        s.witness_queries += 1;
+        let runtime_id = match authorize(s, &headers) {
+            Ok(runtime_id) => runtime_id,
+            Err(response) => return *response,
+        };
+        let query: WitnessQuery = match serde_json::from_slice(&body) {
+            Ok(query) => query,
+            Err(e) => {
+                s.protocol_errors.push(format!("witness query: {e}"));
+                return error(s, StatusCode::BAD_REQUEST, "BAD_REQUEST", &e.to_string());
+            }
+        };
+        let seqs = match query.seqs_wanted() {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                s.protocol_errors.push(format!("witness query: {e}"));
+                return error(
+                    s,
+                    StatusCode::BAD_REQUEST,
+                    "QUERY_TOO_LARGE",
+                    &e.to_string(),
+                );
+            }
+        };
+        let answer = s.witness(&runtime_id, query.stream, &seqs);
+        (StatusCode::OK, Json(answer)).into_response()
     })
 }

@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use atlasbridge_protocol::cloud::messages::{AuditBatch, PolicyRef, Resume, Stream};
+use atlasbridge_protocol::cloud::messages::{
+    AuditBatch, PolicyRef, Resume, Stream, WireHead, kind,
+};
 use atlasbridge_protocol::cloud::rest::{PolicyUpload, PolicyVersion, TokenRequest};
+use atlasbridge_protocol::cloud::witness::{WitnessAnswer, WitnessedChain, WitnessedHash};
 use serde_json::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -100,6 +103,7 @@ pub struct PeerState {
     pub(crate) received: Vec<ReceivedMessage>,
     pub(crate) sent: Vec<SentMessage>,
     pub(crate) uploads: Vec<PolicyUpload>,
+    pub(crate) witness_queries: usize,
 
     pub(crate) faults: Faults,
     /// Batches seen since `close_mid_batch` was last set or fired.
@@ -162,6 +166,7 @@ impl PeerState {
             received: Vec::new(),
             sent: Vec::new(),
             uploads: Vec::new(),
+            witness_queries: 0,
             faults: Faults::default(),
             batches_since_close: 0,
             token_lifetime_s,
@@ -307,6 +312,11 @@ impl PeerState {
         &self.uploads
     }
 
+    /// `POST /v1/witness` requests answered or refused.
+    pub fn witness_queries(&self) -> usize {
+        self.witness_queries
+    }
+
     /// The versions of policy `name`, oldest first.
     pub fn policy_versions(&self, name: &str) -> Vec<PolicyVersion> {
         self.policies.get(name).cloned().unwrap_or_default()
@@ -414,6 +424,102 @@ impl PeerState {
         self.protocol_errors.extend(errors);
         self.gaps.extend(gap);
         stored.checked_sub(1)
+    }
+
+    /// What the peer witnessed of `stream` for `runtime_id`, as `POST /v1/witness` answers:
+    /// its stored entries (always contiguous, so always `continuous`) and the heads shown in
+    /// verified hellos, heartbeats and checkpoints.
+    pub(crate) fn witness(&self, runtime_id: &str, stream: Stream, seqs: &[u64]) -> WitnessAnswer {
+        let held = self.streams[index(stream)].entries.len() as u64;
+        let member = match stream {
+            Stream::Trace => "trace_head",
+            Stream::Audit => "audit_head",
+        };
+        let heads: Vec<WitnessedHash> = self
+            .received
+            .iter()
+            .filter(|m| m.verified)
+            .filter_map(|m| {
+                let head = match m.kind.as_str() {
+                    kind::HELLO | kind::HEARTBEAT => m.payload.get(member)?,
+                    kind::CHECKPOINT if stream == Stream::Trace => &m.payload,
+                    _ => return None,
+                };
+                Some(WitnessedHash {
+                    seq: head.get("seq")?.as_u64()?,
+                    entry_hash: head.get("entry_hash")?.as_str()?.to_owned(),
+                    source: m.kind.clone(),
+                })
+            })
+            .collect();
+        let highest_head = heads.iter().max_by_key(|h| h.seq).map(|h| WireHead {
+            seq: h.seq,
+            entry_hash: h.entry_hash.clone(),
+        });
+        let mut hashes = Vec::new();
+        for seq in seqs {
+            let stored = usize::try_from(*seq)
+                .ok()
+                .and_then(|i| self.streams[index(stream)].entries.get(i))
+                .and_then(|text| serde_json::from_str::<Value>(text).ok());
+            if let Some(hash) = stored
+                .as_ref()
+                .and_then(|entry| entry.get("entry_hash"))
+                .and_then(Value::as_str)
+            {
+                hashes.push(WitnessedHash {
+                    seq: *seq,
+                    entry_hash: hash.to_owned(),
+                    source: "entry".to_owned(),
+                });
+            }
+            let mut shown: Vec<&WitnessedHash> = heads.iter().filter(|h| h.seq == *seq).collect();
+            shown.dedup_by(|a, b| a.entry_hash == b.entry_hash && a.source == b.source);
+            hashes.extend(shown.into_iter().cloned());
+        }
+        let known = held > 0 || highest_head.is_some();
+        WitnessAnswer {
+            runtime_id: runtime_id.to_owned(),
+            stream,
+            chain: known.then(|| WitnessedChain {
+                status: "continuous".to_owned(),
+                next_seq: held,
+                max_seq: held.checked_sub(1),
+                gap: None,
+                broken: None,
+            }),
+            witness_status: known.then(|| "ok".to_owned()),
+            highest_head,
+            hashes,
+        }
+    }
+
+    /// Replaces the stored entries of `stream` from `seq` on with a chain of other content,
+    /// sealed and linked from the entry before: what a peer that was sent a rewritten chain
+    /// would hold.
+    pub(crate) fn rewrite_from(&mut self, stream: Stream, seq: u64) {
+        let store = &mut self.streams[index(stream)];
+        let start = usize::try_from(seq).unwrap_or(usize::MAX);
+        let mut prev = start
+            .checked_sub(1)
+            .and_then(|i| store.entries.get(i))
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .and_then(|entry| entry.get("entry_hash")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| atlasbridge_protocol::trace::GENESIS_PREV_HASH.to_owned());
+        for text in store.entries.iter_mut().skip(start) {
+            let Ok(Value::Object(mut entry)) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            entry.insert("rewritten".to_owned(), Value::Bool(true));
+            entry.insert("prev_hash".to_owned(), Value::String(prev));
+            entry.remove("entry_hash");
+            let sealed = atlasbridge_protocol::trace::seal(&entry);
+            prev = sealed.entry_hash;
+            *text = String::from_utf8_lossy(&sealed.line)
+                .trim_end()
+                .to_owned()
+                .into_boxed_str();
+        }
     }
 
     /// Keeps only the entries of `stream` before `seq`.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Options, Sandbox, TestDaemon, with_policy};
 
-const POLICY: &str = r#"policy_version: "1"
+pub(crate) const POLICY: &str = r#"policy_version: "1"
 name: e2e-cloud
 autonomy_mode: full
 rules:
@@ -191,7 +191,7 @@ fn a_key_in_the_keyring_is_refused_without_the_feature_or_looked_up_by_service_a
 // With the uplink on, against the test peer.
 
 /// How long a test waits for the peer to catch up.
-const CATCH_UP: Duration = Duration::from_secs(60);
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// The `[cloud]` section pointing at `peer`, with one-second heartbeats.
 fn cloud_config(peer: &CloudPeer, extra: &str) -> String {
@@ -205,7 +205,7 @@ fn cloud_config(peer: &CloudPeer, extra: &str) -> String {
 
 /// An enterprise daemon linked to `peer`, with `extra` appended to its `[cloud]` section and
 /// `more` after it.
-fn linked(peer: &CloudPeer, extra: &str, more: &str) -> TestDaemon {
+pub(crate) fn linked(peer: &CloudPeer, extra: &str, more: &str) -> TestDaemon {
     let sandbox = Sandbox::new();
     let policy = sandbox.write("policy.yaml", POLICY);
     let more = format!("[policy]\nfile = \"{}\"\n{more}", policy.display());
@@ -225,7 +225,7 @@ fn linked_in(sandbox: Sandbox, peer: &CloudPeer, extra: &str, more: &str) -> Tes
 }
 
 /// Makes `count` decisions in session `session`.
-fn decide(daemon: &TestDaemon, session: &str, count: usize) {
+pub(crate) fn decide(daemon: &TestDaemon, session: &str, count: usize) {
     let mut conn = daemon.conn();
     for i in 0..count {
         conn.ok("decision.evaluate", event(session, &format!("p{i}")));
@@ -264,7 +264,7 @@ fn stop_deciding(agent: Agent) -> usize {
 }
 
 /// The local chain of `stream`: (seq, entry_hash) of every entry.
-fn local_chain(daemon: &TestDaemon, stream: Stream) -> Vec<(u64, String)> {
+pub(crate) fn local_chain(daemon: &TestDaemon, stream: Stream) -> Vec<(u64, String)> {
     let method = match stream {
         Stream::Trace => "trace.read",
         Stream::Audit => "audit.read",

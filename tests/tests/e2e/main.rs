@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod abuse;
+mod against_cloud;
 mod autopilot;
 mod cli;
 mod client_lib;

@@ -1,12 +1,15 @@
-//! `cloud.policy_push` and `cloud.policy_pull`: the registry calls run on the uplink's runtime,
-//! with its token and the runtime's identity key. `cloud.status` is answered in `mod.rs`.
+//! `cloud.policy_push`, `cloud.policy_pull` and `cloud.witness`: the REST calls run on the
+//! uplink's runtime, with its token and the runtime's identity key. `cloud.status` is answered
+//! in `mod.rs`.
 
 use atlasbridge_protocol::methods::{
     CloudPolicyPullParams, CloudPolicyPullResult, CloudPolicyPushParams, CloudPolicyPushResult,
+    CloudWitnessParams, CloudWitnessResult,
 };
 use atlasbridge_protocol::{ErrorCode, ErrorObject};
 
 use crate::cloud::registry;
+use crate::cloud::witness::{self, WitnessError};
 use crate::state::Daemon;
 
 fn not_linked() -> ErrorObject {
@@ -45,4 +48,20 @@ pub(super) async fn pull(
         .await
         .map_err(|e| failed(e.to_string()))?
         .map_err(failed)
+}
+
+pub(super) async fn witness(
+    daemon: &Daemon,
+    params: CloudWitnessParams,
+) -> Result<CloudWitnessResult, ErrorObject> {
+    let client = daemon.registry().cloned().ok_or_else(not_linked)?;
+    let runtime = client.runtime.clone();
+    runtime
+        .spawn(async move { witness::query(&client, &params).await })
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| match e {
+            WitnessError::Query(why) => ErrorObject::invalid_params(why.field(), why.to_string()),
+            WitnessError::Cloud(why) => failed(why),
+        })
 }

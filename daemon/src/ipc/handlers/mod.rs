@@ -168,8 +168,8 @@ pub fn required_role(method: &str) -> Option<Role> {
         | m::POLICY_ACCEPT
         | m::CLOUD_POLICY_PUSH
         | m::CLOUD_TEST => Role::Admin,
-        // It reaches the network on the daemon's credentials.
-        m::CLOUD_POLICY_PULL => Role::Operator,
+        // They reach the network on the daemon's credentials.
+        m::CLOUD_POLICY_PULL | m::CLOUD_WITNESS => Role::Operator,
         m::DAEMON_SHUTDOWN => Role::Owner,
         _ => return None,
     })
@@ -265,6 +265,13 @@ pub async fn dispatch(ctx: &RequestContext<'_>, method: &str, params: Option<Val
         m::CLOUD_POLICY_PULL => match decode_params(params) {
             Ok(p) => Handled::reply(Box::pin(cloud::pull(daemon, p)).await),
             Err(e) => Handled::error(e),
+        },
+        m::CLOUD_WITNESS => match (
+            ctx.require(Feature::AuditIntegrityCheck),
+            decode_params(params),
+        ) {
+            (Ok(()), Ok(p)) => Handled::reply(Box::pin(cloud::witness(daemon, p)).await),
+            (Err(e), _) | (_, Err(e)) => Handled::error(e),
         },
         m::POLICY_PENDING => match no_params(params) {
             Ok(()) => Handled::reply(policy::pending(daemon)),
@@ -406,6 +413,7 @@ mod tests {
             assert_eq!(required_role(method), Some(Role::Admin), "{method}");
         }
         assert_eq!(required_role(m::DAEMON_SHUTDOWN), Some(Role::Owner));
+        assert_eq!(required_role(m::CLOUD_WITNESS), Some(Role::Operator));
         assert_eq!(required_role("decision.evaluate.nope"), None);
     }
 

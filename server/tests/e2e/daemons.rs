@@ -1,0 +1,194 @@
+//! Real `atlasbridged` daemons linked to the real server: what they decide arrives once, in
+//! order, verified; a server killed mid-stream and restarted loses and doubles nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use atlasbridge_protocol::cloud::messages::Stream;
+
+use crate::support::daemon::{Conn, TestDaemon, event};
+use crate::support::{ServerOptions, TestDb, TestServer, eventually};
+
+/// Waits until the server holds exactly the daemon's local trace (same seqs, same hashes, each
+/// once), then checks the chain's verdict and the registry.
+async fn assert_server_holds_the_trace(db: &TestDb, daemon: &TestDaemon) {
+    let runtime_id = daemon.runtime_id();
+    let local = daemon.local_chain(Stream::Trace);
+    assert!(!local.is_empty());
+    eventually("the server holds the whole trace", || {
+        let (db, runtime_id, local) = (db, runtime_id.clone(), local.clone());
+        async move { db.entries("org-a", &runtime_id, Stream::Trace).await == local }
+    })
+    .await;
+    let (rows, distinct) = db.row_counts("org-a", &runtime_id, Stream::Trace).await;
+    assert_eq!(
+        (rows, distinct),
+        (local.len() as i64, local.len() as i64),
+        "nothing lost, nothing doubled"
+    );
+    let status = db
+        .chain_status("org-a", &runtime_id, Stream::Trace)
+        .await
+        .expect("a chain");
+    assert_eq!(status.status, "continuous", "{status:?}");
+    assert_eq!(status.next_seq, local.len() as u64);
+    // The audit log streams too; it keeps growing (link events), so its prefix must match.
+    eventually("the audit log arrives, continuous", || {
+        let (db, runtime_id) = (db, runtime_id.clone());
+        async move {
+            db.chain_status("org-a", &runtime_id, Stream::Audit)
+                .await
+                .is_some_and(|s| s.status == "continuous" && s.next_seq > 0)
+        }
+    })
+    .await;
+    let held = db.entries("org-a", &runtime_id, Stream::Audit).await;
+    let local_audit = daemon.local_chain(Stream::Audit);
+    assert_eq!(
+        held[..],
+        local_audit[..held.len()],
+        "the audit copy is a prefix of the log"
+    );
+    // Its signed checkpoints reach the witness, and each verifies back to the identity key
+    // through the epoch keys.
+    eventually("checkpoints arrive", || {
+        let (db, runtime_id) = (db, runtime_id.clone());
+        async move { db.checkpoint_verdicts("org-a", &runtime_id).await.len() >= 2 }
+    })
+    .await;
+    let verdicts = db.checkpoint_verdicts("org-a", &runtime_id).await;
+    assert!(
+        verdicts
+            .iter()
+            .enumerate()
+            .all(|(i, (seq, verdict))| *seq == i as i64 && verdict == "verified"),
+        "{verdicts:?}"
+    );
+    // Active once its heartbeats flow again: right after a server restart the last one can be
+    // older than three intervals until the daemon's reconnect backoff has run its course.
+    eventually("the runtime is active", || {
+        let (db, runtime_id) = (db, runtime_id.clone());
+        async move {
+            db.runtime("org-a", &runtime_id, 30)
+                .await
+                .is_some_and(|record| record.status == "active")
+        }
+    })
+    .await;
+    let record = db
+        .runtime("org-a", &runtime_id, 30)
+        .await
+        .expect("registered");
+    assert_eq!(record.witness_status, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_stream_their_decisions_and_both_chains_are_continuous() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let server = TestServer::start(&db, ServerOptions::default());
+    let key = server.org_with_key("org-a");
+    let first = TestDaemon::start(&server, "org-a", &key);
+    let second = TestDaemon::start(&server, "org-a", &key);
+    first.decide("s1", 30);
+    second.decide("s2", 20);
+    assert_ne!(first.runtime_id(), second.runtime_id());
+    assert_server_holds_the_trace(&db, &first).await;
+    assert_server_holds_the_trace(&db, &second).await;
+    // The daemons are connected, saw their heartbeats acked, and were never refused.
+    for daemon in [&first, &second] {
+        let status = daemon.cloud_status();
+        assert_eq!(status["state"], "connected", "{status}");
+        assert!(status["last_heartbeat_acked"].is_string(), "{status}");
+        assert!(status["last_error"].is_null(), "{status}");
+        assert_eq!(status["clock_skew_s"], serde_json::Value::Null, "{status}");
+    }
+}
+
+/// An agent deciding until stopped; counts its decisions.
+struct Agent {
+    stop: Arc<AtomicBool>,
+    made: Arc<AtomicUsize>,
+    thread: JoinHandle<()>,
+}
+
+impl Agent {
+    fn start(daemon: &TestDaemon, session: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
+        let socket = daemon.socket();
+        let session = session.to_owned();
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&made));
+        let thread = std::thread::spawn(move || {
+            let mut conn = Conn::open(&socket).expect("connect to the daemon");
+            while !flag.load(Ordering::Relaxed) {
+                let prompt = format!("p{}", count.load(Ordering::Relaxed));
+                // Decisions never wait on the network: each must succeed with the server down.
+                let answer = conn
+                    .call("decision.evaluate", event(&session, &prompt))
+                    .expect("a decision");
+                assert_eq!(answer["action"], "auto_reply", "{answer}");
+                count.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        Self { stop, made, thread }
+    }
+
+    fn made(&self) -> usize {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the agent succeeded throughout");
+        self.made.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits until each agent has made `more` decisions past where it was.
+async fn let_agents_decide(agents: &[&Agent], more: usize) {
+    let targets: Vec<usize> = agents.iter().map(|a| a.made() + more).collect();
+    eventually("the agents keep deciding", || {
+        let done = agents.iter().zip(&targets).all(|(a, t)| a.made() >= *t);
+        async move { done }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let mut server = TestServer::start(&db, ServerOptions::default());
+    let key = server.org_with_key("org-a");
+    let daemons = [
+        TestDaemon::start(&server, "org-a", &key),
+        TestDaemon::start(&server, "org-a", &key),
+    ];
+    let first_id = daemons[0].runtime_id();
+    let agents = [
+        Agent::start(&daemons[0], "s1"),
+        Agent::start(&daemons[1], "s2"),
+    ];
+    // Mid-stream: the server already holds part of the trace and more is on its way.
+    eventually("entries flow in", || {
+        let (db, id) = (&db, first_id.clone());
+        async move { db.entries("org-a", &id, Stream::Trace).await.len() >= 20 }
+    })
+    .await;
+    server.kill();
+    // Decisions go on while the server is down; the trace is the buffer.
+    let_agents_decide(&[&agents[0], &agents[1]], 30).await;
+    server.launch();
+    let_agents_decide(&[&agents[0], &agents[1]], 30).await;
+    let [first_agent, second_agent] = agents;
+    assert!(first_agent.stop() > 60);
+    assert!(second_agent.stop() > 60);
+    for daemon in &daemons {
+        assert_server_holds_the_trace(&db, daemon).await;
+    }
+}
