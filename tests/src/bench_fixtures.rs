@@ -2,7 +2,7 @@
 //! evaluation figures, and a realistic trace entry. Shared by the in-process benches
 //! (`benches/in_process.rs`), the socket benchmarks and the report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use atlasbridge_protocol::confidence::Confidence;
 use atlasbridge_protocol::policy::evaluate::{Evaluator, Event};
@@ -235,11 +235,15 @@ pub fn policies() -> Result<Vec<(String, Evaluator)>, String> {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
     let entries =
         std::fs::read_dir(&examples).map_err(|e| format!("{}: {e}", examples.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
-        .collect();
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("{}: {e}", examples.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files.push(path);
+        }
+    }
     files.sort();
     let mut loaded = files
         .iter()
