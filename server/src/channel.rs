@@ -18,12 +18,14 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::VerifyingKey;
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
+use crate::ingest_group;
 use crate::server::AppState;
 use crate::store::{self, CheckpointOutcome, HeadSource, HeadVerdict};
 
@@ -51,6 +53,8 @@ struct Connection {
     sent_sequence: u64,
     /// When the previous heartbeat arrived on this connection, to measure the interval.
     last_heartbeat: Option<Instant>,
+    /// A frame read while gathering batches that was not one: handled next, in its turn.
+    pending: Option<Message>,
 }
 
 /// Serves one upgraded connection for the runtime and org of `claims`.
@@ -63,6 +67,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         runtime_id: claims.sub,
         sent_sequence: 0,
         last_heartbeat: None,
+        pending: None,
     };
     let key = tokio::select! {
         () = shutdown.cancelled() => None,
@@ -83,6 +88,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
     );
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
+        if let Some(message) = connection.pending.take() {
+            flow = connection.on_frame(message, &key).await;
+            continue;
+        }
         flow = tokio::select! {
             () = shutdown.cancelled() => {
                 connection.close(CLOSE_GOING_AWAY, "server shutting down").await
@@ -323,7 +332,7 @@ impl Connection {
                 .await;
         }
         let result = match envelope.kind.as_str() {
-            kind::AUDIT_BATCH => self.on_batch(&envelope).await,
+            kind::AUDIT_BATCH => self.on_batch(envelope, key).await,
             kind::HEARTBEAT => self.on_heartbeat(&envelope).await,
             kind::CHECKPOINT => self.on_checkpoint(&envelope).await,
             kind::ERROR => {
@@ -352,34 +361,93 @@ impl Connection {
         }
     }
 
-    async fn on_batch(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
-        let batch: AuditBatch = match envelope.payload_as() {
+    /// Stores `envelope`'s batch together with the batches already waiting behind it (never
+    /// waiting for more; see [`ingest_group`]) in one transaction, then acknowledges each stream
+    /// through where its contiguous prefix now ends.
+    async fn on_batch(&mut self, envelope: Envelope, key: &VerifyingKey) -> Result<Flow, DbError> {
+        // By value: the entries move into the batch instead of being copied.
+        let batch: AuditBatch = match serde_json::from_value(envelope.payload) {
             Ok(batch) => batch,
-            Err(e) => return Ok(self.send_error("BAD_PAYLOAD", &e.to_string()).await),
+            Err(e) => {
+                let why = format!("{} payload: {e}", envelope.kind);
+                return Ok(self.send_error("BAD_PAYLOAD", &why).await);
+            }
         };
+        let mut batches = vec![batch];
+        let mut peer_gone = false;
+        while batches.len() < ingest_group::MAX_BATCHES {
+            let Some(received) = self.socket.recv().now_or_never() else {
+                break;
+            };
+            match received {
+                Some(Ok(Message::Text(text))) => match self.ready_batch(text.as_str(), key) {
+                    Some(batch) => batches.push(batch),
+                    None => {
+                        self.pending = Some(Message::Text(text));
+                        break;
+                    }
+                },
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(other)) => {
+                    self.pending = Some(other);
+                    break;
+                }
+                Some(Err(_)) | None => {
+                    peer_gone = true;
+                    break;
+                }
+            }
+        }
+        let received = batches.len();
+        let mut through: Vec<(Stream, u64)> = Vec::new();
         let mut client = self.state.db.client().await?;
         let transaction = org_transaction(&mut client, &self.org_id).await?;
-        let outcome = store::ingest(&transaction, &self.org_id, &self.runtime_id, &batch).await?;
+        for batch in ingest_group::merge(batches) {
+            let outcome =
+                store::ingest(&transaction, &self.org_id, &self.runtime_id, &batch).await?;
+            debug!(
+                runtime_id = %self.runtime_id,
+                stream = batch.stream.name(),
+                from = batch.from_seq,
+                to = batch.to_seq,
+                stored = outcome.stored,
+                through = ?outcome.through_seq,
+                "batch ingested"
+            );
+            if let Some(seq) = outcome.through_seq {
+                // The contiguous prefix only grows: the last answer per stream is the furthest.
+                through.retain(|(stream, _)| *stream != batch.stream);
+                through.push((batch.stream, seq));
+            }
+        }
         transaction.commit().await?;
-        debug!(
-            runtime_id = %self.runtime_id,
-            stream = batch.stream.name(),
-            from = batch.from_seq,
-            to = batch.to_seq,
-            stored = outcome.stored,
-            through = ?outcome.through_seq,
-            "batch committed"
-        );
-        // The ack follows the COMMIT: what it covers survives any crash from here on.
-        let Some(through_seq) = outcome.through_seq else {
-            return Ok(Flow::Continue);
-        };
-        let ack = Ack {
-            of: None,
-            stream: Some(batch.stream),
-            through_seq: Some(through_seq),
-        };
-        Ok(self.send(kind::ACK, to_value(&ack)).await)
+        debug!(runtime_id = %self.runtime_id, batches = received, "batches committed");
+        // The acks follow the COMMIT: what they cover survives any crash from here on.
+        for (stream, through_seq) in through {
+            let ack = Ack {
+                of: None,
+                stream: Some(stream),
+                through_seq: Some(through_seq),
+            };
+            if self.send(kind::ACK, to_value(&ack)).await == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(if peer_gone { Flow::Stop } else { Flow::Continue })
+    }
+
+    /// The batch in `text` when it is a well-formed, well-signed `audit_batch` of this
+    /// connection's runtime; anything else is left for [`Self::on_frame`] to answer in turn.
+    fn ready_batch(&self, text: &str, key: &VerifyingKey) -> Option<AuditBatch> {
+        let envelope = Envelope::parse(text).ok()?;
+        if envelope.kind != kind::AUDIT_BATCH
+            || envelope.runtime_id != self.runtime_id
+            || envelope.org_id != self.org_id
+        {
+            return None;
+        }
+        envelope.verify(key).ok()?;
+        serde_json::from_value(envelope.payload).ok()
     }
 
     async fn on_heartbeat(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
