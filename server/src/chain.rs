@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(examined.text, line[..line.len() - 1]);
         // A tampered entry, a hash that is not even hex, and an entry of nothing but its hash
         // are stored as themselves too.
-        let mut tampered = entry.clone();
+        let mut tampered = entry;
         tampered["x"] = json!("changed");
         tampered["entry_hash"] = json!("\"quoted\"");
         let only_hash = json!({"entry_hash": "ab", "seq": 0, "prev_hash": "p"});
