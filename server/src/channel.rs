@@ -433,7 +433,11 @@ impl Connection {
                 return Ok(Flow::Stop);
             }
         }
-        Ok(if peer_gone { Flow::Stop } else { Flow::Continue })
+        Ok(if peer_gone {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     }
 
     /// The batch in `text` when it is a well-formed, well-signed `audit_batch` of this

@@ -265,7 +265,10 @@ pub async fn ingest(
     if !fresh.is_empty() {
         let seqs: Vec<i64> = fresh.iter().map(|(f, _, _)| to_db(f.seq)).collect();
         let ids: Vec<&str> = fresh.iter().map(|(f, _, _)| f.entry_id.as_str()).collect();
-        let hashes: Vec<&str> = fresh.iter().map(|(f, _, _)| f.entry_hash.as_str()).collect();
+        let hashes: Vec<&str> = fresh
+            .iter()
+            .map(|(f, _, _)| f.entry_hash.as_str())
+            .collect();
         let prevs: Vec<&str> = fresh.iter().map(|(f, _, _)| f.prev_hash.as_str()).collect();
         let oks: Vec<bool> = fresh.iter().map(|(f, _, _)| f.hash_ok).collect();
         let bodies: Vec<JsonbText<'_>> = fresh.iter().map(|(_, _, text)| JsonbText(text)).collect();
