@@ -72,7 +72,6 @@ pub(crate) async fn build(db: &Database, rows: u64) -> (Fleet, Built) {
     let runtimes = (rows / 1_000).clamp(1, MAX_RUNTIMES);
     let per_runtime = rows / runtimes;
     let rows = per_runtime * runtimes;
-    check_disk(rows);
     let runtime_ids: Vec<String> = (0..runtimes)
         .map(|n| {
             let mut seed = [0u8; 32];
@@ -175,8 +174,9 @@ async fn session(db: &Database) -> Client {
     client
 }
 
-/// Refuses to fill a disk that others share.
-fn check_disk(rows: u64) {
+/// Refuses to fill a disk that others share: called before anything else, so that a run that
+/// could not finish does not start.
+pub(crate) fn check_disk(rows: u64) {
     let Some(dir) = std::env::var_os("ATLASBRIDGE_PG_DIR") else {
         return;
     };

@@ -89,6 +89,7 @@ const SETTINGS_SHOWN: [&str; 6] = [
 #[tokio::main]
 async fn main() {
     let settings = settings();
+    dataset::check_disk(settings.rows);
     let started = Instant::now();
     let db = cluster::Database::create().await;
     let server = cluster::Server::start(&settings.server, &db, 16);
