@@ -30,7 +30,7 @@ if [ "$quick" = 1 ]; then
 else
   seconds=5 rounds=3 entries=1000000 verify_entries=1000000 runs=300
   criterion_args=(--warm-up-time 0.5 --measurement-time 2 --nresamples 10000)
-  server_args=(--entries 500000 --rows 10000000 --samples 100)
+  server_args=(--entries 300000 --rows 10000000 --samples 100)
 fi
 
 parts=target/bench

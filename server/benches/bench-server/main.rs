@@ -10,7 +10,7 @@
 //! ```
 //!
 //! - ingest: `--runtimes` (16) runtimes with real Ed25519 identities stream `--entries`
-//!   (500,000) sealed, hash-chained decisions over the real control channel of the release
+//!   (300,000) sealed, hash-chained decisions over the real control channel of the release
 //!   server, as fast as its acks allow; then the same rows go into a bare table with `COPY`;
 //! - search: `--rows` (10,000,000) decisions in the benchmark's database, then `--samples`
 //!   (100) requests of `GET /v1/decisions` per filter over HTTP, and the same searches timed
@@ -55,7 +55,7 @@ fn settings() -> Settings {
     let mut settings = Settings {
         server: workspace.join("target/release/atlasbridge-server"),
         runtimes: 16,
-        entries: 500_000,
+        entries: 300_000,
         rows: 10_000_000,
         samples: 100,
     };
