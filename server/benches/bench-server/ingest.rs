@@ -191,10 +191,18 @@ async fn copy_baseline(
         .batch_execute("CREATE TABLE copy_baseline (LIKE entries INCLUDING DEFAULTS);")
         .await
         .expect("create the baseline table");
-    let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); sessions];
+    // Written straight into the messages COPY sends, before the clock starts.
+    const CHUNK: usize = 1 << 20;
+    let mut chunked: Vec<Vec<Cursor<Vec<u8>>>> = (0..sessions).map(|_| Vec::new()).collect();
     for (n, (runtime_id, chain)) in runtime_ids.iter().zip(chains).enumerate() {
-        let buffer = &mut buffers[n % sessions];
+        let chunks = &mut chunked[n % sessions];
         for (seq, entry) in chain.iter().enumerate() {
+            if chunks.last().is_none_or(|c| c.get_ref().len() >= CHUNK) {
+                chunks.push(Cursor::new(Vec::with_capacity(CHUNK + 4096)));
+            }
+            let Some(chunk) = chunks.last_mut() else {
+                continue;
+            };
             let line = format!(
                 "{ORG}\t{runtime_id}\ttrace\t{seq}\t{}\t{}\t{}\tt\t{}\t{}\t{}\t{}\t{}\t{}\t\\N\n",
                 entry.entry_id,
@@ -207,20 +215,9 @@ async fn copy_baseline(
                 entry.action,
                 entry.risk,
             );
-            buffer.extend_from_slice(line.as_bytes());
+            chunk.get_mut().extend_from_slice(line.as_bytes());
         }
     }
-    // Cut into the messages COPY sends before the clock starts.
-    let chunked: Vec<Vec<Cursor<Vec<u8>>>> = buffers
-        .iter()
-        .map(|buffer| {
-            buffer
-                .chunks(1 << 20)
-                .map(|c| Cursor::new(c.to_vec()))
-                .collect()
-        })
-        .collect();
-    drop(buffers);
     let mut clients = Vec::with_capacity(sessions);
     for _ in 0..sessions {
         clients.push(cluster::connect(&db.owner_url).await);
