@@ -4,9 +4,9 @@
 # the commands, and the baselines measured in the same run.
 #
 # Usage: scripts/bench.sh [--quick] [--out FILE]
-#   --quick   short rows and a 100,000-entry backlog: checks the harness end to end in about
-#             two minutes; the figures are not the report's (default output then goes to
-#             target/bench/benchmarks.md).
+#   --quick   short rows, a 100,000-entry backlog and 200,000 decisions for the server's
+#             search: checks the harness end to end in about three minutes; the figures are not
+#             the report's (default output then goes to target/bench/benchmarks.md).
 # Run it on a quiet machine: every figure shares the cores with whatever else runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,9 +26,11 @@ done
 if [ "$quick" = 1 ]; then
   seconds=1 rounds=1 entries=100000 verify_entries=100000 runs=50
   criterion_args=(--warm-up-time 0.2 --measurement-time 0.5 --nresamples 2000)
+  server_args=(--entries 100000 --rows 200000 --samples 30)
 else
   seconds=5 rounds=3 entries=1000000 verify_entries=1000000 runs=300
   criterion_args=(--warm-up-time 0.5 --measurement-time 2 --nresamples 10000)
+  server_args=(--entries 300000 --rows 10000000 --samples 100)
 fi
 
 parts=target/bench
@@ -49,7 +51,11 @@ step() { # step NAME COMMAND...: runs a step, its stdout into $parts/NAME.md, an
   timings+=("| $name | $((t1 - t0)) s |")
 }
 
-step build cargo build --release --locked --workspace --bins
+build() { # the release binaries, and the server's load generator (a bench target)
+  cargo build --release --locked --workspace --bins
+  cargo bench --no-run --locked -p atlasbridge-server --bench bench-server
+}
+step build build
 step in-process-bench cargo bench --locked -p atlasbridge-e2e --bench in_process -- \
   --noplot "${criterion_args[@]}"
 export BENCH_CRITERION_ARGS="${criterion_args[*]}"
@@ -58,6 +64,8 @@ step foundation scripts/bench-foundation.sh "$runs"
 step trace target/release/bench-trace --seconds "$seconds" --entries "$verify_entries"
 step decisions target/release/bench-decisions --seconds "$seconds"
 step cloud target/release/bench-cloud --seconds "$seconds" --rounds "$rounds" --entries "$entries"
+# Starts and stops a PostgreSQL cluster of its own (see the script).
+step server scripts/bench-server.sh "${server_args[@]}"
 total=$(($(date +%s) - started))
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
@@ -89,8 +97,10 @@ every figure. What the figures mean, and what was changed because of them, is in
 
 Baselines measured in the same run, on the same machine: one \`write\` + \`fdatasync\` per entry
 (trace appends), \`openssl dgst -sha256\` over the same file (verification), the socket echo
-between two threads (every round trip through the daemon's socket), \`/bin/true\` (the CLI), and
-\`serde_json\` and a bare SHA-256 beside the in-process figures.
+between two threads (every round trip through the daemon's socket), \`/bin/true\` (the CLI),
+\`serde_json\` and a bare SHA-256 beside the in-process figures, and for the governance server a
+plain \`COPY\` of the same rows into a bare table (ingest) and the same searches in PostgreSQL
+alone (the decision search).
 
 ## Goals and comparisons named by the issues
 
@@ -99,7 +109,7 @@ between two threads (every round trip through the daemon's socket), \`/bin/true\
 MD
   cat "$BENCH_GOALS"
   echo
-  for part in foundation in-process trace decisions cloud; do
+  for part in foundation in-process trace decisions cloud server; do
     cat "$parts/$part.md"
     echo
   done

@@ -7,6 +7,10 @@
 #
 # Typical use:   scripts/postgres.sh start && eval "$(scripts/postgres.sh url)" && cargo test -p atlasbridge-server
 #
+# Environment: ATLASBRIDGE_PG_PORT (54329), ATLASBRIDGE_PG_DIR (/tmp/atlasbridge-pg-$PORT), and
+# ATLASBRIDGE_PG_SETTINGS: postgresql.conf lines appended after the test settings below, which
+# they override (scripts/bench.sh turns durability back on that way).
+#
 # Why this shape:
 # - PostgreSQL refuses to run as root, and CI runs as root: the cluster belongs to the `postgres`
 #   system user the Debian package creates, and every server-side command runs through `runuser`.
@@ -91,6 +95,7 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
+${ATLASBRIDGE_PG_SETTINGS:-}
 EOF
     as_postgres "$bin/pg_ctl" -D "$DATA" -l "$BASE/server.log" -w -t 60 start >/dev/null \
         || { cat "$BASE/server.log" >&2; exit 2; }

@@ -1,12 +1,12 @@
 //! Pure checks on what runtimes send: each entry's hash, the links between entries, and the
 //! signature chain of checkpoints. The store applies them inside its transactions.
 
-use atlasbridge_protocol::canonical::to_canonical_vec;
+use atlasbridge_protocol::canonical::{compare_keys, write_canonical, write_string};
 use atlasbridge_protocol::hash::{is_sha256_hex, sha256_hex};
 use atlasbridge_protocol::trace::checkpoint::{
     Checkpoint, GENESIS_CHECKPOINT_HASH, decode_public_key,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// What the server needs of one received entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +28,28 @@ pub struct EntryFacts {
 #[error("malformed entry: {0}")]
 pub struct MalformedEntry(pub String);
 
+/// The member that carries an entry's hash.
+const ENTRY_HASH: &str = "entry_hash";
+
 /// Re-derives `entry_hash` (SHA-256 of the JCS of the entry without it, trace-format.md) and
 /// reads the chain members.
 pub fn examine(entry: &Value) -> Result<EntryFacts, MalformedEntry> {
+    examine_for_storage(entry).map(|examined| examined.facts)
+}
+
+/// An entry checked and ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Examined {
+    /// Its chain members and whether its hash holds.
+    pub facts: EntryFacts,
+    /// The entry as JSON text, for the `body` column: the canonical bytes its hash was checked
+    /// over, with `entry_hash` put back as the last member (the stored layout of
+    /// trace-format.md), so that storing it costs no second encoding.
+    pub text: Vec<u8>,
+}
+
+/// [`examine`], keeping the bytes it hashed as the text to store.
+pub fn examine_for_storage(entry: &Value) -> Result<Examined, MalformedEntry> {
     let Value::Object(members) = entry else {
         return Err(MalformedEntry("not a JSON object".to_owned()));
     };
@@ -48,24 +67,54 @@ pub fn examine(entry: &Value) -> Result<EntryFacts, MalformedEntry> {
             .and_then(Value::as_str)
             .ok_or_else(|| MalformedEntry(format!("seq {seq}: no string {name}")))
     };
-    let entry_hash = text("entry_hash")?.to_owned();
+    let entry_hash = text(ENTRY_HASH)?.to_owned();
     let prev_hash = text("prev_hash")?.to_owned();
     let entry_id = members
         .get("entry_id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let mut body = members.clone();
-    body.remove("entry_hash");
-    let hash_ok = is_sha256_hex(entry_hash.as_bytes())
-        && sha256_hex(&to_canonical_vec(&Value::Object(body))) == entry_hash;
-    Ok(EntryFacts {
-        seq,
-        entry_id,
-        entry_hash,
-        prev_hash,
-        hash_ok,
+    let mut stored = Vec::with_capacity(1024);
+    write_members_but(members, ENTRY_HASH, &mut stored);
+    let hash_ok = is_sha256_hex(entry_hash.as_bytes()) && sha256_hex(&stored) == entry_hash;
+    stored.pop();
+    if stored.len() > 1 {
+        stored.push(b',');
+    }
+    write_string(ENTRY_HASH, &mut stored);
+    stored.push(b':');
+    write_string(&entry_hash, &mut stored);
+    stored.push(b'}');
+    Ok(Examined {
+        facts: EntryFacts {
+            seq,
+            entry_id,
+            entry_hash,
+            prev_hash,
+            hash_ok,
+        },
+        text: stored,
     })
+}
+
+/// The canonical form (JCS) of the object `members` without its member `left_out`, written
+/// from the borrowed members: no copy of the entry is made to hash it.
+fn write_members_but(members: &Map<String, Value>, left_out: &str, out: &mut Vec<u8>) {
+    let mut sorted: Vec<(&String, &Value)> = members
+        .iter()
+        .filter(|(key, _)| key.as_str() != left_out)
+        .collect();
+    sorted.sort_by(|a, b| compare_keys(a.0, b.0));
+    out.push(b'{');
+    for (i, (key, value)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 /// Why the contiguous chain stops being sound at an entry.
@@ -242,6 +291,33 @@ mod tests {
             judge_link(GENESIS_PREV_HASH, &facts),
             Some(LinkProblem::HashMismatch)
         );
+    }
+
+    #[test]
+    fn the_text_to_store_is_the_stored_layout_and_the_same_entry() {
+        let entry = sealed(3, GENESIS_PREV_HASH);
+        let line = seal(
+            json!({"seq": 3, "prev_hash": GENESIS_PREV_HASH, "entry_id": "e3", "x": "é\u{1}"})
+                .as_object()
+                .unwrap(),
+        )
+        .line;
+        let examined = examine_for_storage(&entry).unwrap();
+        assert!(examined.facts.hash_ok);
+        // Exactly the runtime's stored line (without its newline).
+        assert_eq!(examined.text, line[..line.len() - 1]);
+        // A tampered entry, a hash that is not even hex, and an entry of nothing but its hash
+        // are stored as themselves too.
+        let mut tampered = entry;
+        tampered["x"] = json!("changed");
+        tampered["entry_hash"] = json!("\"quoted\"");
+        let only_hash = json!({"entry_hash": "ab", "seq": 0, "prev_hash": "p"});
+        for entry in [tampered, only_hash] {
+            let examined = examine_for_storage(&entry).unwrap();
+            assert!(!examined.facts.hash_ok);
+            let stored: Value = serde_json::from_slice(&examined.text).unwrap();
+            assert_eq!(stored, entry);
+        }
     }
 
     #[test]

@@ -24,12 +24,14 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::VerifyingKey;
+use futures_util::FutureExt as _;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
+use crate::ingest_group;
 use crate::live::DistributionWatch;
 use crate::metrics::BatchOutcome;
 use crate::policy::report::PolicyReport;
@@ -63,6 +65,8 @@ struct Connection {
     last_heartbeat: Option<Instant>,
     /// The policy last named to the runtime (in its welcome or an offer): offered once.
     offered: Option<PolicyRef>,
+    /// A frame read while gathering batches that was not one: handled next, in its turn.
+    pending: Option<Message>,
 }
 
 /// Resolves when the organisation distributed a policy; never, once the watch is gone.
@@ -98,6 +102,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         sent_sequence: 0,
         last_heartbeat: None,
         offered: None,
+        pending: None,
     };
     // Watched before the welcome reads the policy, so a distribution committed in between
     // still wakes this channel.
@@ -126,6 +131,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
     );
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
+        if let Some(message) = connection.pending.take() {
+            flow = connection.on_frame(message, &key).await;
+            continue;
+        }
         flow = tokio::select! {
             () = shutdown.cancelled() => {
                 connection.close(CLOSE_GOING_AWAY, "server shutting down").await
@@ -401,7 +410,7 @@ impl Connection {
                 .await;
         }
         let result = match envelope.kind.as_str() {
-            kind::AUDIT_BATCH => self.on_batch(&envelope).await,
+            kind::AUDIT_BATCH => self.on_batch(envelope, key).await,
             kind::HEARTBEAT => self.on_heartbeat(&envelope).await,
             kind::CHECKPOINT => self.on_checkpoint(&envelope).await,
             kind::ERROR => {
@@ -422,54 +431,135 @@ impl Connection {
         match result {
             Ok(flow) => flow,
             Err(e) => {
-                if envelope.kind == kind::AUDIT_BATCH {
-                    let stream = envelope.payload_as::<AuditBatch>().ok().map(|b| b.stream);
-                    self.state.metrics.batch(stream, BatchOutcome::Failed);
-                }
                 self.database_failed(&e).await;
                 Flow::Stop
             }
         }
     }
 
-    async fn on_batch(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
-        let batch: AuditBatch = match envelope.payload_as() {
+    /// Stores `envelope`'s batch together with the batches already waiting behind it (never
+    /// waiting for more; see [`ingest_group`]) in one transaction, then acknowledges each stream
+    /// through where its contiguous prefix now ends.
+    async fn on_batch(&mut self, envelope: Envelope, key: &VerifyingKey) -> Result<Flow, DbError> {
+        // By value: the entries move into the batch instead of being copied.
+        let batch: AuditBatch = match serde_json::from_value(envelope.payload) {
             Ok(batch) => batch,
             Err(e) => {
                 self.state.metrics.batch(None, BatchOutcome::Rejected);
-                return Ok(self.send_error("BAD_PAYLOAD", &e.to_string()).await);
+                let why = format!("{} payload: {e}", envelope.kind);
+                return Ok(self.send_error("BAD_PAYLOAD", &why).await);
             }
         };
+        let mut batches = vec![batch];
+        let mut peer_gone = false;
+        while batches.len() < ingest_group::MAX_BATCHES {
+            let Some(received) = self.socket.recv().now_or_never() else {
+                break;
+            };
+            match received {
+                Some(Ok(Message::Text(text))) => match self.ready_batch(text.as_str(), key) {
+                    Some(batch) => batches.push(batch),
+                    None => {
+                        self.pending = Some(Message::Text(text));
+                        break;
+                    }
+                },
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(other)) => {
+                    self.pending = Some(other);
+                    break;
+                }
+                Some(Err(_)) | None => {
+                    peer_gone = true;
+                    break;
+                }
+            }
+        }
+        let received = batches.len();
+        let streams: Vec<Stream> = batches.iter().map(|batch| batch.stream).collect();
+        let through = match self.store_batches(batches).await {
+            Ok(through) => through,
+            Err(e) => {
+                for stream in streams {
+                    self.state.metrics.batch(Some(stream), BatchOutcome::Failed);
+                }
+                return Err(e);
+            }
+        };
+        debug!(runtime_id = %self.runtime_id, batches = received, "batches committed");
+        // The acks follow the COMMIT: what they cover survives any crash from here on.
+        for (stream, through_seq) in through {
+            let ack = Ack {
+                of: None,
+                stream: Some(stream),
+                through_seq: Some(through_seq),
+            };
+            if self.send(kind::ACK, to_value(&ack)).await == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(if peer_gone {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    }
+
+    /// Stores `batches` in one transaction and counts them once it committed; returns, per
+    /// stream, where its contiguous prefix now ends.
+    async fn store_batches(
+        &mut self,
+        batches: Vec<AuditBatch>,
+    ) -> Result<Vec<(Stream, u64)>, DbError> {
+        let mut through: Vec<(Stream, u64)> = Vec::new();
+        let mut committed = Vec::with_capacity(batches.len());
         let mut client = self.state.db.client().await?;
         let transaction = org_transaction(&mut client, &self.org_id).await?;
-        let outcome = store::ingest(&transaction, &self.org_id, &self.runtime_id, &batch).await?;
+        for batch in ingest_group::merge(batches) {
+            let outcome =
+                store::ingest(&transaction, &self.org_id, &self.runtime_id, &batch).await?;
+            debug!(
+                runtime_id = %self.runtime_id,
+                stream = batch.stream.name(),
+                from = batch.from_seq,
+                to = batch.to_seq,
+                stored = outcome.stored,
+                through = ?outcome.through_seq,
+                "batch ingested"
+            );
+            if let Some(seq) = outcome.through_seq {
+                // The contiguous prefix only grows: the last answer per stream is the furthest.
+                through.retain(|(stream, _)| *stream != batch.stream);
+                through.push((batch.stream, seq));
+            }
+            committed.push((batch.stream, outcome));
+        }
         transaction.commit().await?;
-        let findings: Vec<&'static str> = outcome.problems.iter().map(|(kind, _)| *kind).collect();
-        self.state.metrics.batch_committed(
-            batch.stream,
-            outcome.stored,
-            outcome.through_seq.is_some(),
-            &findings,
-        );
-        debug!(
-            runtime_id = %self.runtime_id,
-            stream = batch.stream.name(),
-            from = batch.from_seq,
-            to = batch.to_seq,
-            stored = outcome.stored,
-            through = ?outcome.through_seq,
-            "batch committed"
-        );
-        // The ack follows the COMMIT: what it covers survives any crash from here on.
-        let Some(through_seq) = outcome.through_seq else {
-            return Ok(Flow::Continue);
-        };
-        let ack = Ack {
-            of: None,
-            stream: Some(batch.stream),
-            through_seq: Some(through_seq),
-        };
-        Ok(self.send(kind::ACK, to_value(&ack)).await)
+        for (stream, outcome) in committed {
+            let findings: Vec<&'static str> =
+                outcome.problems.iter().map(|(kind, _)| *kind).collect();
+            self.state.metrics.batch_committed(
+                stream,
+                outcome.stored,
+                outcome.through_seq.is_some(),
+                &findings,
+            );
+        }
+        Ok(through)
+    }
+
+    /// The batch in `text` when it is a well-formed, well-signed `audit_batch` of this
+    /// connection's runtime; anything else is left for [`Self::on_frame`] to answer in turn.
+    fn ready_batch(&self, text: &str, key: &VerifyingKey) -> Option<AuditBatch> {
+        let envelope = Envelope::parse(text).ok()?;
+        if envelope.kind != kind::AUDIT_BATCH
+            || envelope.runtime_id != self.runtime_id
+            || envelope.org_id != self.org_id
+        {
+            return None;
+        }
+        envelope.verify(key).ok()?;
+        serde_json::from_value(envelope.payload).ok()
     }
 
     /// Stores what the runtime runs: its loaded policy and local pins (not acknowledged: the

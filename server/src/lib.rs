@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod entry_columns;
 pub mod http;
+pub mod ingest_group;
 pub mod limit;
 pub mod live;
 pub mod metrics;

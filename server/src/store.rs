@@ -3,6 +3,7 @@
 //! keeps organisations apart, so a missing `WHERE org_id` cannot leak a row.
 
 pub mod api_keys;
+mod jsonb_text;
 pub mod people;
 pub mod policies;
 pub mod registry;
@@ -19,11 +20,13 @@ use tracing::warn;
 
 use crate::auth::ApiKey;
 use crate::chain::{
-    CheckpointVerdict, EntryFacts, PreviousCheckpoint, examine, judge_checkpoint, judge_link,
+    CheckpointVerdict, EntryFacts, Examined, PreviousCheckpoint, examine_for_storage,
+    judge_checkpoint, judge_link,
 };
 use crate::db::DbError;
 use crate::entry_columns::{SearchColumns, decision_summary, search_columns};
 use crate::live::{self, LiveEvent, PublishError};
+use jsonb_text::JsonbText;
 
 /// Findings recorded per batch at most (a garbage batch must not write thousands of flags).
 const MAX_FLAGS_PER_BATCH: usize = 10;
@@ -171,6 +174,15 @@ fn from_db(seq: i64) -> u64 {
     u64::try_from(seq).unwrap_or(0)
 }
 
+/// An entry of a batch that could be examined.
+struct Received<'a> {
+    facts: EntryFacts,
+    /// As received.
+    entry: &'a Value,
+    /// What the `body` column stores (see [`Examined::text`]).
+    text: Vec<u8>,
+}
+
 /// Ingests a batch idempotently by (runtime, stream, seq), re-verifying every entry's hash and
 /// its link to the previous one, and moves the chain's verdict on. Call it inside the
 /// transaction whose COMMIT precedes the ack.
@@ -196,10 +208,14 @@ pub async fn ingest(
     let old_status: (String, Option<i64>, Option<i64>) = (chain.get(4), chain.get(5), chain.get(6));
 
     let mut breaks = Vec::new();
-    let mut facts: Vec<(EntryFacts, &Value)> = Vec::with_capacity(batch.entries.len());
+    let mut facts: Vec<Received<'_>> = Vec::with_capacity(batch.entries.len());
     for (index, entry) in batch.entries.iter().enumerate() {
-        match examine(entry) {
-            Ok(found) => facts.push((found, entry)),
+        match examine_for_storage(entry) {
+            Ok(Examined { facts: found, text }) => facts.push(Received {
+                facts: found,
+                entry,
+                text,
+            }),
             Err(e) => breaks.push(Break {
                 seq: batch.from_seq.saturating_add(index as u64),
                 kind: "malformed",
@@ -207,16 +223,8 @@ pub async fn ingest(
             }),
         }
     }
-    let seqs: Vec<i64> = facts.iter().map(|(f, _)| to_db(f.seq)).collect();
-    let held: HashMap<i64, String> = tx
-        .query(
-            "SELECT seq, entry_hash FROM entries WHERE runtime_id = $1 AND stream = $2 AND seq = ANY($3)",
-            &[&runtime_id, &stream, &seqs],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let seqs: Vec<i64> = facts.iter().map(|r| to_db(r.facts.seq)).collect();
+    let held = held_hashes(tx, runtime_id, stream, &seqs, old_max).await?;
     let witnessed: HashMap<i64, String> = tx
         .query(
             "SELECT seq, entry_hash FROM witnessed_heads
@@ -228,10 +236,11 @@ pub async fn ingest(
         .map(|row| (row.get(0), row.get(1)))
         .collect();
 
-    let mut fresh: Vec<(EntryFacts, &Value)> = Vec::new();
+    let mut fresh: Vec<Received<'_>> = Vec::with_capacity(facts.len());
     let mut fresh_seqs = HashSet::new();
     let mut forked = false;
-    for (found, entry) in facts {
+    for received in facts {
+        let found = &received.facts;
         let seq = to_db(found.seq);
         if let Some(stored) = held.get(&seq) {
             // A resent entry must be the same entry; another one at the same seq is a fork.
@@ -265,21 +274,21 @@ pub async fn ingest(
         if !fresh_seqs.insert(found.seq) {
             continue;
         }
-        fresh.push((found, entry));
+        fresh.push(received);
     }
 
     if !fresh.is_empty() {
-        let seqs: Vec<i64> = fresh.iter().map(|(f, _)| to_db(f.seq)).collect();
-        let ids: Vec<&str> = fresh.iter().map(|(f, _)| f.entry_id.as_str()).collect();
-        let hashes: Vec<&str> = fresh.iter().map(|(f, _)| f.entry_hash.as_str()).collect();
-        let prevs: Vec<&str> = fresh.iter().map(|(f, _)| f.prev_hash.as_str()).collect();
-        let oks: Vec<bool> = fresh.iter().map(|(f, _)| f.hash_ok).collect();
-        let bodies: Vec<&Value> = fresh.iter().map(|(_, body)| *body).collect();
+        let seqs: Vec<i64> = fresh.iter().map(|r| to_db(r.facts.seq)).collect();
+        let ids: Vec<&str> = fresh.iter().map(|r| r.facts.entry_id.as_str()).collect();
+        let hashes: Vec<&str> = fresh.iter().map(|r| r.facts.entry_hash.as_str()).collect();
+        let prevs: Vec<&str> = fresh.iter().map(|r| r.facts.prev_hash.as_str()).collect();
+        let oks: Vec<bool> = fresh.iter().map(|r| r.facts.hash_ok).collect();
+        let bodies: Vec<JsonbText<'_>> = fresh.iter().map(|r| JsonbText(&r.text)).collect();
         // The searchable fields, in columns of their own (migration 0003).
         let received = SystemTime::now();
         let columns: Vec<SearchColumns> = fresh
             .iter()
-            .map(|(_, body)| search_columns(batch.stream, body, received))
+            .map(|r| search_columns(batch.stream, r.entry, received))
             .collect();
         let times: Vec<SystemTime> = columns.iter().map(|c| c.occurred_at).collect();
         let sessions: Vec<Option<&str>> = columns.iter().map(|c| c.session_id.as_deref()).collect();
@@ -305,7 +314,7 @@ pub async fn ingest(
             let events = fresh
                 .iter()
                 .zip(&columns)
-                .map(|((found, _), columns)| LiveEvent {
+                .map(|(Received { facts: found, .. }, columns)| LiveEvent {
                     kind: live::kind::DECISION.to_owned(),
                     payload: decision_summary(
                         runtime_id,
@@ -321,11 +330,11 @@ pub async fn ingest(
     }
 
     // Move the contiguous prefix on, judging each link as it joins.
-    let batch_max = fresh.iter().map(|(f, _)| f.seq).max();
+    let batch_max = fresh.iter().map(|r| r.facts.seq).max();
     let new_max = old_max.max(batch_max);
     let mut gap = None;
     if new_max.is_some_and(|max| max >= next_seq) {
-        let mut fresh_sorted: Vec<&EntryFacts> = fresh.iter().map(|(f, _)| f).collect();
+        let mut fresh_sorted: Vec<&EntryFacts> = fresh.iter().map(|r| &r.facts).collect();
         fresh_sorted.sort_by_key(|f| f.seq);
         let contiguous_in_batch = fresh_sorted
             .iter()
@@ -432,6 +441,34 @@ pub async fn ingest(
         stored: fresh.len(),
         problems: breaks.into_iter().map(|b| (b.kind, b.detail)).collect(),
     })
+}
+
+/// The hashes held for those of `seqs` that are held already. Under the chain's row lock
+/// nothing beyond `max_seq` can be held, so a batch that only extends the chain (what a runtime
+/// streaming in order always sends) costs no lookup at all.
+async fn held_hashes(
+    tx: &Transaction<'_>,
+    runtime_id: &str,
+    stream: &str,
+    seqs: &[i64],
+    max_seq: Option<u64>,
+) -> Result<HashMap<i64, String>, DbError> {
+    let Some(max_seq) = max_seq.map(to_db) else {
+        return Ok(HashMap::new());
+    };
+    let candidates: Vec<i64> = seqs.iter().copied().filter(|seq| *seq <= max_seq).collect();
+    if candidates.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(tx
+        .query(
+            "SELECT seq, entry_hash FROM entries WHERE runtime_id = $1 AND stream = $2 AND seq = ANY($3)",
+            &[&runtime_id, &stream, &candidates],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 fn breaks_detail(breaks: &[Break]) -> String {

@@ -11,6 +11,7 @@
 
 mod cross_tenant;
 mod daemons;
+mod ingest;
 mod live;
 mod metrics;
 mod oidc;

@@ -375,6 +375,24 @@ impl FakeRuntime {
         }
     }
 
+    /// The next envelope if one has arrived already, without waiting.
+    pub fn try_recv(&mut self) -> Option<Envelope> {
+        use futures_util::FutureExt as _;
+        loop {
+            match self.socket.next().now_or_never()? {
+                Some(Ok(Message::Text(text))) => {
+                    return Some(Envelope::parse(text.as_str()).expect("an envelope"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    panic!("the server closed the connection: {frame:?}")
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("the connection failed: {e}"),
+                None => panic!("the connection ended"),
+            }
+        }
+    }
+
     /// Reads until the server closes the connection: the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
