@@ -41,7 +41,7 @@ ensure_installed() {
     echo "postgresql is not installed; installing the Debian packages" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >&2
-    apt-get install -y -qq postgresql >&2
+    apt-get install -y -qq postgresql openssl >&2
     # The package starts its own cluster on 5432; we do not use it.
     if command -v pg_ctlcluster >/dev/null; then
         for cluster in $(ls /etc/postgresql 2>/dev/null); do
@@ -58,6 +58,26 @@ as_postgres() {
 psql_super() {
     # Over the Unix socket in $BASE as the cluster's superuser (peer authentication).
     as_postgres "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$BASE" -p "$PORT" -U postgres -d postgres "$@"
+}
+
+# A throwaway CA and a certificate for 127.0.0.1/localhost signed by it, so that tests can
+# connect with TLS and verify it (ATLASBRIDGE_TEST_DATABASE_CA_FILE); plain connections keep
+# working.
+make_tls_certificates() {
+    local tls="$BASE/tls"
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+        -subj "/CN=AtlasBridge test database CA" -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+        -CAcreateserial -days 30 -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    rm -f "$tls/ca.key" "$tls/server.csr" "$tls/server.ext" "$tls/ca.srl"
+    chown -R postgres:postgres "$tls"
+    chmod 0600 "$tls/server.key"
+    chmod 0644 "$tls/ca.pem"
+    chmod 0755 "$tls"
 }
 
 is_running() {
@@ -84,10 +104,14 @@ start() {
         --auth-local=peer --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$BASE/initdb.log" 2>&1 \
         || { cat "$BASE/initdb.log" >&2; exit 2; }
     rm -f "$pwfile"
+    make_tls_certificates
     # Loopback only, its own socket directory, small and fast: this is a test cluster (fsync off
     # speeds tests up; the durability the server relies on is COMMIT, which still holds).
     cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
+ssl = on
+ssl_cert_file = '$BASE/tls/server.pem'
+ssl_key_file = '$BASE/tls/server.key'
 port = $PORT
 unix_socket_directories = '$BASE'
 max_connections = 200
@@ -118,6 +142,7 @@ stop() {
 url() {
     echo "export ATLASBRIDGE_TEST_DATABASE_URL=postgres://atlasbridge_owner:$OWNER_PASSWORD@127.0.0.1:$PORT/$DATABASE"
     echo "export ATLASBRIDGE_TEST_APP_DATABASE_URL=postgres://atlasbridge_app:$APP_PASSWORD@127.0.0.1:$PORT/$DATABASE"
+    echo "export ATLASBRIDGE_TEST_DATABASE_CA_FILE=$BASE/tls/ca.pem"
 }
 
 case "${1:-}" in

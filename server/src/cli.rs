@@ -1,6 +1,7 @@
 //! The command line: `migrate`, `serve`, `create-org`, `create-api-key`, `revoke-api-key`,
 //! `create-user`, `public-key`. The one place that uses anyhow.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tracing::{error, info};
 use crate::auth::ApiKey;
 use crate::config::Config;
 use crate::db::{Db, org_transaction};
+use crate::pg_target::PgTarget;
 use crate::role::Role;
 use crate::store::people::{self, NewUser};
 use crate::{migrate, password, server, store};
@@ -112,6 +114,8 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald and log files get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -124,7 +128,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .owner_url
                 .as_deref()
                 .context("database.owner_url (or ATLASBRIDGE_SERVER_DATABASE_OWNER_URL) is required to migrate")?;
-            let applied = migrate::migrate(owner_url, &config.database.app_role).await?;
+            let owner = PgTarget::new(owner_url, config.database.ca_file.as_deref())?;
+            let applied = migrate::migrate(&owner, &config.database.app_role).await?;
             println!("applied migrations: {applied:?}");
             Ok(())
         }
@@ -226,20 +231,23 @@ fn admin_db(config: &Config) -> anyhow::Result<Db> {
     } else {
         &config.database.url
     };
-    Ok(Db::new(url, 1, config.pool_wait())?)
+    let target = PgTarget::new(url, config.database.ca_file.as_deref())?;
+    Ok(Db::new(&target, 1, config.pool_wait())?)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     config.check_for_serving()?;
     if let Some(owner_url) = &config.database.owner_url {
-        let applied = migrate::migrate(owner_url, &config.database.app_role).await?;
+        let owner = PgTarget::new(owner_url, config.database.ca_file.as_deref())?;
+        let applied = migrate::migrate(&owner, &config.database.app_role).await?;
         info!(?applied, "migrations checked at start");
     }
-    let db = Db::new(
-        &config.database.url,
-        config.database.pool_size,
-        config.pool_wait(),
-    )?;
+    let target = PgTarget::new(&config.database.url, config.database.ca_file.as_deref())?;
+    info!(
+        encrypted = target.encrypted(),
+        "database connection settings read"
+    );
+    let db = Db::new(&target, config.database.pool_size, config.pool_wait())?;
     {
         let client = db.client().await.context("cannot reach the database")?;
         let pending = migrate::pending(&client).await?;

@@ -159,6 +159,9 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
     /// How long a request waits for a pooled connection before it is shed with 503.
     pub pool_wait_ms: u64,
+    /// PEM certificates to verify the database's TLS certificate with instead of the system's
+    /// roots, when the URLs say `sslmode=require` (`ATLASBRIDGE_SERVER_DATABASE_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -168,6 +171,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("app_role", &self.app_role)
             .field("pool_size", &self.pool_size)
             .field("pool_wait_ms", &self.pool_wait_ms)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -230,6 +234,7 @@ impl Default for DatabaseConfig {
             app_role: "atlasbridge_app".to_owned(),
             pool_size: 16,
             pool_wait_ms: 2000,
+            ca_file: None,
         }
     }
 }
@@ -263,6 +268,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "database.owner_url",
     ),
     ("ATLASBRIDGE_SERVER_DATABASE_APP_ROLE", "database.app_role"),
+    ("ATLASBRIDGE_SERVER_DATABASE_CA_FILE", "database.ca_file"),
     ("ATLASBRIDGE_SERVER_JWT_SECRET", "auth.jwt_secret"),
     (
         "ATLASBRIDGE_SERVER_SIGNING_KEY_FILE",
@@ -307,6 +313,7 @@ impl Config {
                 "database.url" => config.database.url = value,
                 "database.owner_url" => config.database.owner_url = Some(value),
                 "database.app_role" => config.database.app_role = value,
+                "database.ca_file" => config.database.ca_file = Some(value.into()),
                 "auth.jwt_secret" => config.auth.jwt_secret = value,
                 "runtime.signing_key_file" => config.runtime.signing_key_file = value.into(),
                 "oidc.client_secret" => {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
 };
-use tokio_postgres::NoTls;
+
+use crate::pg_target::{PgTarget, PgTargetError};
 
 /// How long opening a new database connection may take before the request is answered 503.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,9 +25,12 @@ pub enum DbError {
     /// A statement failed.
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
-    /// The configured URL is not a PostgreSQL connection string.
-    #[error("bad database URL: {0}")]
-    BadUrl(String),
+    /// The configured URL is not a PostgreSQL connection string, or its TLS cannot be set up.
+    #[error(transparent)]
+    Target(#[from] PgTargetError),
+    /// The pool cannot be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
 }
 
 impl DbError {
@@ -45,7 +49,7 @@ impl DbError {
                             || *code == SqlState::CANNOT_CONNECT_NOW
                     })
             }
-            DbError::BadUrl(_) => false,
+            DbError::Target(_) | DbError::Pool(_) => false,
         }
     }
 }
@@ -54,18 +58,17 @@ impl DbError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: Pool,
+    /// Where the pool connects, for the connections kept outside it (the live stream's).
+    target: PgTarget,
 }
 
 impl Db {
-    /// A pool of at most `size` connections to `url`; a request waits at most `wait` for one.
-    /// Nothing connects until the first request.
-    pub fn new(url: &str, size: usize, wait: Duration) -> Result<Self, DbError> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| DbError::BadUrl(e.to_string()))?;
+    /// A pool of at most `size` connections to `target`; a request waits at most `wait` for
+    /// one. Nothing connects until the first request.
+    pub fn new(target: &PgTarget, size: usize, wait: Duration) -> Result<Self, DbError> {
         let manager = Manager::from_config(
-            config,
-            NoTls,
+            target.config().clone(),
+            target.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -77,8 +80,16 @@ impl Db {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(|e| DbError::BadUrl(e.to_string()))?;
-        Ok(Self { pool })
+            .map_err(|e| DbError::Pool(e.to_string()))?;
+        Ok(Self {
+            pool,
+            target: target.clone(),
+        })
+    }
+
+    /// Where the pool connects.
+    pub fn target(&self) -> &PgTarget {
+        &self.target
     }
 
     /// The pool's size and waiters now (for the metrics).

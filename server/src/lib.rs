@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod oidc;
 pub mod password;
+pub mod pg_target;
 pub mod policy;
 pub mod role;
 pub mod server;

@@ -35,9 +35,11 @@ use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
-use tokio_postgres::{AsyncMessage, NoTls, Transaction};
+use tokio_postgres::{AsyncMessage, Transaction};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::pg_target::PgTarget;
 
 /// The PostgreSQL channel.
 pub const CHANNEL: &str = "atlasbridge_live";
@@ -309,15 +311,15 @@ impl LiveHub {
 /// Longest pause between attempts to re-establish the listening connection.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
 
-/// Keeps this replica's one listening connection (to `url`, the app role) until `shutdown`,
+/// Keeps this replica's one listening connection (to `target`, the app role) until `shutdown`,
 /// re-establishing it with backoff when it drops.
-pub async fn listen(hub: Arc<LiveHub>, url: String, shutdown: CancellationToken) {
+pub async fn listen(hub: Arc<LiveHub>, target: PgTarget, shutdown: CancellationToken) {
     let mut pause = Duration::from_millis(500);
     let mut first = true;
     while !shutdown.is_cancelled() {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            ended = listen_once(&hub, &url, first) => {
+            ended = listen_once(&hub, &target, first) => {
                 hub.listening.send_replace(false);
                 match ended {
                     Ok(()) => {
@@ -341,10 +343,10 @@ pub async fn listen(hub: Arc<LiveHub>, url: String, shutdown: CancellationToken)
 /// One listening connection, until it ends.
 async fn listen_once(
     hub: &Arc<LiveHub>,
-    url: &str,
+    target: &PgTarget,
     first: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (client, mut connection) = target.connect().await?;
     // The connection yields notifications only to whoever polls it: forward them to the hub.
     let forwarder_hub = Arc::clone(hub);
     let forwarder = tokio::spawn(async move {

@@ -7,7 +7,9 @@
 //! was applied and then edited is refused by its checksum: applied migrations never change.
 
 use atlasbridge_protocol::hash::sha256_hex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::pg_target::PgTarget;
 use tracing::{info, warn};
 
 /// One embedded migration.
@@ -95,13 +97,13 @@ pub enum MigrateError {
     BadRole(String),
 }
 
-/// Connects with `owner_url`, applies what is pending and grants `app_role` its access; returns
-/// the versions applied now.
-pub async fn migrate(owner_url: &str, app_role: &str) -> Result<Vec<i32>, MigrateError> {
+/// Connects to `owner` (the owner role's target), applies what is pending and grants `app_role`
+/// its access; returns the versions applied now.
+pub async fn migrate(owner: &PgTarget, app_role: &str) -> Result<Vec<i32>, MigrateError> {
     if !is_plain_identifier(app_role) {
         return Err(MigrateError::BadRole(app_role.to_owned()));
     }
-    let (mut client, connection) = tokio_postgres::connect(owner_url, NoTls).await?;
+    let (mut client, connection) = owner.connect().await?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "the migration connection ended with an error");

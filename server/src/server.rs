@@ -137,7 +137,7 @@ pub async fn run(
     // One listening connection per replica feeds the live stream (see `live`).
     let listener_task = tokio::spawn(crate::live::listen(
         Arc::clone(&state.live),
-        state.config.database.url.clone(),
+        state.db.target().clone(),
         shutdown.clone(),
     ));
     info!(

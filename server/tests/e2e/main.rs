@@ -11,6 +11,7 @@
 
 mod cross_tenant;
 mod daemons;
+mod database_tls;
 mod ingest;
 mod live;
 mod metrics;

@@ -28,6 +28,24 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// The server binary of this package, built by cargo for its tests.
 pub const SERVER: &str = env!("CARGO_BIN_EXE_atlasbridge-server");
 
+/// The CA that signed the test cluster's certificate, or `None` (after saying why) when it is
+/// not known and this is not CI.
+pub fn database_ca_file() -> Option<PathBuf> {
+    match std::env::var_os("ATLASBRIDGE_TEST_DATABASE_CA_FILE").filter(|v| !v.is_empty()) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            let why = "ATLASBRIDGE_TEST_DATABASE_CA_FILE is not set; \
+                       run `eval \"$(scripts/postgres.sh url)\"`";
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but the database's CA is missing: {why}"
+            );
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
+}
+
 /// The owner and app URLs of the test cluster, or `None` (after saying why) when there is none
 /// and this is not CI.
 pub fn database_urls() -> Option<(String, String)> {
@@ -80,7 +98,9 @@ impl TestDb {
     /// A fresh database, or `None` when the tests skip (see [`database_urls`]).
     pub async fn create() -> Option<Self> {
         let db = Self::create_unmigrated().await?;
-        atlasbridge_server::migrate::migrate(&db.owner_url, &db.app_role())
+        let owner = atlasbridge_server::pg_target::PgTarget::new(&db.owner_url, None)
+            .expect("the test database's owner URL");
+        atlasbridge_server::migrate::migrate(&owner, &db.app_role())
             .await
             .expect("migrate the test database");
         Some(db)
@@ -268,6 +288,8 @@ pub struct ServerOptions {
     pub login_failures_per_window: u32,
     /// More TOML, appended to the config file (e.g. an `[oidc]` section).
     pub extra_config: String,
+    /// Reach the database over TLS, verified with this CA (`sslmode=verify-full`, `ca_file`).
+    pub database_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -281,6 +303,7 @@ impl Default for ServerOptions {
             migrate_at_start: true,
             login_failures_per_window: 10,
             extra_config: String::new(),
+            database_ca_file: None,
         }
     }
 }
@@ -309,14 +332,22 @@ impl TestServer {
             .tempdir_in("/tmp")
             .expect("temp dir");
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // libpq's spelling, which the server must accept as its own `require`.
+        let (tls_query, ca_file) = match &options.database_ca_file {
+            Some(ca) => (
+                "?sslmode=verify-full",
+                format!("ca_file = \"{}\"\n", ca.display()),
+            ),
+            None => ("", String::new()),
+        };
         let owner = if options.migrate_at_start {
-            format!("owner_url = \"{}\"\n", db.owner_url)
+            format!("owner_url = \"{}{tls_query}\"\n", db.owner_url)
         } else {
             String::new()
         };
         let config = format!(
             "listen = \"{address}\"\n\
-             [database]\nurl = \"{}\"\n{owner}app_role = \"{}\"\npool_size = {}\npool_wait_ms = {}\n\
+             [database]\nurl = \"{}{tls_query}\"\n{owner}{ca_file}app_role = \"{}\"\npool_size = {}\npool_wait_ms = {}\n\
              [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = 3600\ntoken_requests_per_minute = {}\n\
              [runtime]\nheartbeat_s = {}\nmax_connections = {}\nsigning_key_file = \"{}\"\n\
              [people]\ncookie_secure = false\nlogin_failures_per_window = {}\n{}",
