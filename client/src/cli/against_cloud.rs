@@ -1,6 +1,6 @@
-//! `trace integrity-check --against-cloud`: the local trace compared with what the governance
-//! server witnessed of it (`cloud.witness`, which the daemon answers with its uplink's token: the
-//! CLI never holds the API key).
+//! `trace integrity-check --against-cloud` and `audit verify --against-cloud`: a local chain
+//! compared with what the governance server witnessed of it (`cloud.witness`, which the daemon
+//! answers with its uplink's token: the CLI never holds the API key).
 //!
 //! Both are hash chains, so agreement is monotone: if the local entry at seq `s` has the hash
 //! the server holds for `s`, every entry before it agrees too (each hash covers the previous
@@ -483,7 +483,7 @@ fn print(what: &str, comparison: &Comparison) {
     }
 }
 
-/// Runs the comparison for `trace integrity-check --against-cloud` and prints it with the local
+/// Runs the comparison for `--against-cloud` (trace or audit log) and prints it with the local
 /// `report`: the exit status.
 pub(super) fn run(
     ctx: &Context,

@@ -82,6 +82,11 @@ pub enum AuditCommand {
     Verify {
         /// An audit segment file or directory [default: the daemon's audit log].
         path: Option<PathBuf>,
+        /// Also compare the log with what the governance server witnessed of it, through the
+        /// running daemon's uplink: exit 0 agrees, 1 forks or lost events, 4 the server holds
+        /// nothing past some seq yet, 5 the server could not be asked.
+        #[arg(long)]
+        against_cloud: bool,
     },
     /// The last audit events.
     Tail {
@@ -122,9 +127,10 @@ pub(super) fn run_trace(ctx: &Context, command: &TraceCommand) -> Result<ExitCod
 
 pub(super) fn run_audit(ctx: &Context, command: &AuditCommand) -> Result<ExitCode, CliError> {
     match command {
-        AuditCommand::Verify { path } => {
-            integrity_check(ctx, ChainKind::Audit, path.as_deref(), None, false)
-        }
+        AuditCommand::Verify {
+            path,
+            against_cloud,
+        } => integrity_check(ctx, ChainKind::Audit, path.as_deref(), None, *against_cloud),
         AuditCommand::Tail { lines } => tail(ctx, ChainName::Audit, *lines, false),
         AuditCommand::Repair { .. } => repair(ctx, ChainName::Audit),
     }

@@ -1,8 +1,7 @@
-//! `atlasbridge trace integrity-check --against-cloud` against the test peer: the CLI asks the
-//! real daemon (`cloud.witness`), which asks the peer's `POST /v1/witness` with its uplink's
-//! token; the peer's copy is then made to hold less, and to fork, and each outcome has its exit
-//! status.
-
+//! `atlasbridge trace integrity-check --against-cloud` and `audit verify --against-cloud` against
+//! the test peer: the CLI asks the real daemon (`cloud.witness`), which asks the peer's
+//! `POST /v1/witness` with its uplink's token; the peer's copy is then made to hold less, and to
+//! fork, and each outcome has its exit status.
 use atlasbridge_e2e::cloud_peer::{CloudPeer, Refusal};
 use atlasbridge_protocol::cloud::messages::Stream;
 
@@ -106,4 +105,42 @@ fn without_the_uplink_the_comparison_is_refused_with_exit_3() {
         "{}",
         refused.stderr
     );
+}
+
+#[test]
+fn the_audit_log_is_compared_the_same_way() {
+    const AUDIT_AGAINST_CLOUD: [&str; 4] = ["--json", "audit", "verify", "--against-cloud"];
+    let peer = CloudPeer::start();
+    let daemon = linked(&peer, "", "");
+    decide(&daemon, "s1", 5);
+    // The daemon's own events (start, policy, uplink) stream like decisions do.
+    let local = local_chain(&daemon, Stream::Audit);
+    assert!(local.len() >= 2, "too few audit events to fork: {local:?}");
+    assert!(peer.wait_for_entries(Stream::Audit, local.len(), CATCH_UP));
+    let head = local.len() as u64 - 1;
+
+    let agrees = daemon.cli(&AUDIT_AGAINST_CLOUD);
+    agrees.assert_code(0);
+    let cloud = &agrees.json()["against_cloud"];
+    assert_eq!(cloud["outcome"], "agrees", "{cloud}");
+    assert_eq!(cloud["agrees_through"], head);
+    let text = daemon.cli(&["audit", "verify", "--against-cloud"]);
+    text.assert_code(0);
+    assert!(
+        text.stdout.contains(&format!(
+            "audit log agrees with what the server witnessed through seq {head}"
+        )),
+        "{}",
+        text.stdout
+    );
+
+    peer.rewrite_stored_from(Stream::Audit, 1);
+    let forked = daemon.cli(&AUDIT_AGAINST_CLOUD);
+    forked.assert_code(1);
+    let cloud = &forked.json()["against_cloud"];
+    assert_eq!(cloud["outcome"], "fork", "{cloud}");
+    assert_eq!(cloud["fork"]["seq"], 1);
+    assert_eq!(cloud["fork"]["local_hash"], local[1].1.as_str());
+    // The trace was not touched: it still agrees.
+    daemon.cli(&AGAINST_CLOUD).assert_code(0);
 }
