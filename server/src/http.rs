@@ -55,7 +55,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         router = router.route(route.path, handler);
     }
     router
-        .fallback(not_found)
+        .fallback(crate::dashboard::serve)
         .layer(middleware::from_fn(request_id::layer))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
@@ -82,10 +82,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<Response, ApiError
         )
         .retry_after(RETRY_AFTER_S))
     }
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
 /// `POST /v1/auth/token`: an API key of the org, for a runtime, becomes an access token.

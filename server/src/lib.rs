@@ -12,6 +12,7 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod entry_columns;
 pub mod http;
