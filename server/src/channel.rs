@@ -67,6 +67,8 @@ struct Connection {
     offered: Option<PolicyRef>,
     /// A frame read while gathering batches that was not one: handled next, in its turn.
     pending: Option<Message>,
+    /// The connection epoch this connection's hello started.
+    epoch: i64,
 }
 
 /// Resolves when the organisation distributed a policy; never, once the watch is gone.
@@ -103,6 +105,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, claims: Claims) {
         last_heartbeat: None,
         offered: None,
         pending: None,
+        epoch: 0,
     };
     // Watched before the welcome reads the policy, so a distribution committed in between
     // still wakes this channel.
@@ -297,7 +300,7 @@ impl Connection {
     ) -> Result<(Resume, Vec<String>, Option<PolicyRef>), DbError> {
         let mut client = self.state.db.client().await?;
         let transaction = org_transaction(&mut client, &self.org_id).await?;
-        let resume = store::register_runtime(
+        let registered = store::register_runtime(
             &transaction,
             &self.org_id,
             &self.runtime_id,
@@ -305,6 +308,8 @@ impl Connection {
             &hello.edition,
         )
         .await?;
+        self.epoch = registered.epoch;
+        let resume = registered.resume;
         let refusals = self
             .witness(
                 &transaction,
@@ -597,7 +602,7 @@ impl Connection {
                     (Stream::Trace, heartbeat.trace_head.as_ref()),
                     (Stream::Audit, heartbeat.audit_head.as_ref()),
                 ],
-                HeadSource::Heartbeat,
+                HeadSource::Heartbeat { epoch: self.epoch },
             )
             .await?;
         transaction.commit().await?;

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policies",
         sql: include_str!("../migrations/0004_policies.sql"),
     },
+    Migration {
+        version: 7,
+        name: "connection_epochs",
+        sql: include_str!("../migrations/0007_connection_epochs.sql"),
+    },
 ];
 
 /// Tables the app role may read and append to but never change or delete: the evidence, and the

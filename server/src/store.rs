@@ -97,15 +97,19 @@ pub async fn register_runtime(
     runtime_id: &str,
     agent_version: &str,
     edition: &str,
-) -> Result<Resume, DbError> {
-    tx.execute(
-        "INSERT INTO runtimes (org_id, runtime_id, agent_version, edition) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (org_id, runtime_id) DO UPDATE
-             SET last_seen = now(), agent_version = excluded.agent_version,
-                 edition = excluded.edition",
-        &[&org_id, &runtime_id, &agent_version, &edition],
-    )
-    .await?;
+) -> Result<Registered, DbError> {
+    let epoch: i64 = tx
+        .query_one(
+            "INSERT INTO runtimes (org_id, runtime_id, agent_version, edition) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (org_id, runtime_id) DO UPDATE
+                 SET last_seen = now(), agent_version = excluded.agent_version,
+                     edition = excluded.edition,
+                     connection_epoch = runtimes.connection_epoch + 1
+             RETURNING connection_epoch",
+            &[&org_id, &runtime_id, &agent_version, &edition],
+        )
+        .await?
+        .get(0);
     tx.execute(
         "INSERT INTO chains (org_id, runtime_id, stream) VALUES ($1, $2, 'trace'), ($1, $2, 'audit')
          ON CONFLICT DO NOTHING",
@@ -126,7 +130,16 @@ pub async fn register_runtime(
             _ => resume.audit = next,
         }
     }
-    Ok(resume)
+    Ok(Registered { resume, epoch })
+}
+
+/// A runtime registered by its hello.
+#[derive(Debug, Clone, Copy)]
+pub struct Registered {
+    /// Where the server's copies of its chains end.
+    pub resume: Resume,
+    /// The connection epoch this hello started (see [`HeadSource::Heartbeat`]).
+    pub epoch: i64,
 }
 
 /// Records a heartbeat: the runtime is seen, and `interval_ms` (measured on the connection
@@ -625,8 +638,13 @@ pub enum HeadVerdict {
 pub enum HeadSource {
     /// The hello's heads.
     Hello,
-    /// A heartbeat's heads.
-    Heartbeat,
+    /// A heartbeat's heads, on the connection whose hello started `epoch`. When a newer hello
+    /// has started another epoch since, the head is stale (the runtime has moved on to another
+    /// connection) and is checked for forks only.
+    Heartbeat {
+        /// The epoch of the connection the heartbeat came on.
+        epoch: i64,
+    },
     /// A checkpoint's (seq, entry_hash).
     Checkpoint,
 }
@@ -635,7 +653,7 @@ impl HeadSource {
     fn name(self) -> &'static str {
         match self {
             Self::Hello => "hello",
-            Self::Heartbeat => "heartbeat",
+            Self::Heartbeat { .. } => "heartbeat",
             Self::Checkpoint => "checkpoint",
         }
     }
@@ -686,18 +704,25 @@ pub async fn witness_head(
         }
     }
     if source != HeadSource::Checkpoint {
-        let highest: Option<i64> = tx
+        // One statement, so the epoch read is never older than the heads it is compared with:
+        // a newer hello commits its heads and its epoch together.
+        let row = tx
             .query_one(
                 "SELECT GREATEST(
                      (SELECT max(seq) FROM witnessed_heads
                       WHERE runtime_id = $1 AND stream = $2 AND source <> 'checkpoint'),
-                     (SELECT max_seq FROM chains WHERE runtime_id = $1 AND stream = $2))",
+                     (SELECT max_seq FROM chains WHERE runtime_id = $1 AND stream = $2)),
+                     (SELECT connection_epoch FROM runtimes WHERE runtime_id = $1)",
                 &[&runtime_id, &name],
             )
-            .await?
-            .get(0);
+            .await?;
+        let highest: Option<i64> = row.get(0);
+        let current_epoch: Option<i64> = row.get(1);
+        let stale =
+            matches!(source, HeadSource::Heartbeat { epoch } if Some(epoch) != current_epoch);
         if let Some(highest) = highest
             && seq < highest
+            && !stale
         {
             let detail = format!(
                 "{name} head went back to seq {} ({}) after seq {highest} was seen",

@@ -267,6 +267,52 @@ async fn a_head_that_goes_backwards_is_refused_as_rewound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_left_on_a_replaced_connection_is_stale_not_a_rewind() {
+    let Some((db, server, key)) = setup(ServerOptions::default()).await else {
+        return;
+    };
+    let identity = identity();
+    let entries = chain(10);
+    let mut old = FakeRuntime::connect_with(&server, "org-a", &key, identity.clone(), None).await;
+    old.send_batch(Stream::Trace, &entries[..6]).await;
+    assert_eq!(old.ack_through(Stream::Trace).await, 5);
+    // The runtime moves to a new connection (another replica, say) and its chain grows there,
+    // while the old connection is still open on the server.
+    let mut new = FakeRuntime::connect_with(
+        &server,
+        "org-a",
+        &key,
+        identity,
+        Some(head_of(&entries[..6])),
+    )
+    .await;
+    new.send_batch(Stream::Trace, &entries[6..]).await;
+    assert_eq!(new.ack_through(Stream::Trace).await, 9);
+    let current = new.send_heartbeat(Some(head_of(&entries))).await;
+    new.ack_of(&current).await;
+    // A heartbeat that was queued on the old connection arrives now: its head (seq 5, the right
+    // hash) is older than what the newer hello and batches showed, but it is not a rewind.
+    let stale = old.send_heartbeat(Some(head_of(&entries[..6]))).await;
+    old.ack_of(&stale).await;
+    let record = db.runtime("org-a", &new.runtime_id, 30).await.unwrap();
+    assert_eq!(record.witness_status, "ok");
+    let status = db
+        .chain_status("org-a", &new.runtime_id, Stream::Trace)
+        .await
+        .unwrap();
+    assert!(status.broken.is_none(), "{status:?}");
+    // A stale head is still checked for forks.
+    let mut forged = entries[..6].to_vec();
+    forged[5]["entry_hash"] = json!("f".repeat(64));
+    old.send_heartbeat(Some(head_of(&forged))).await;
+    let (code, message) = old.error().await;
+    assert_eq!(code, "HEAD_REFUSED");
+    assert!(message.contains("seq 5"), "{message}");
+    let record = db.runtime("org-a", &new.runtime_id, 30).await.unwrap();
+    assert_eq!(record.witness_status, "forked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_chain_contradicting_a_verified_checkpoint_is_a_fork() {
     let Some((db, server, key)) = setup(ServerOptions::default()).await else {
         return;
