@@ -1,6 +1,8 @@
-//! Real `atlasbridged` daemons linked to the real server: what they decide arrives once, in
-//! order, verified; a server killed mid-stream and restarted loses and doubles nothing.
-
+//! Real `atlasbridged` daemons linked to the real server — the cloud link's end-to-end cases that
+//! need no injected fault, against the server instead of the test peer: what they decide arrives
+//! once, in order, verified; a server killed mid-stream and restarted, a daemon killed
+//! mid-stream and restarted, and a server restored from an older backup lose and double
+//! nothing; access tokens are renewed on an open connection.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -8,7 +10,7 @@ use std::thread::JoinHandle;
 use atlasbridge_protocol::cloud::messages::Stream;
 
 use crate::support::daemon::{Conn, TestDaemon, event};
-use crate::support::{ServerOptions, TestDb, TestServer, eventually};
+use crate::support::{ServerOptions, TestDb, TestServer, eventually, scoped};
 
 /// Waits until the server holds exactly the daemon's local trace (same seqs, same hashes, each
 /// once), then checks the chain's verdict and the registry.
@@ -191,4 +193,121 @@ async fn a_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     for daemon in &daemons {
         assert_server_holds_the_trace(&db, daemon).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_stream_resumes_from_its_cursor_without_doubles() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let server = TestServer::start(&db, ServerOptions::default());
+    let key = server.org_with_key("org-a");
+    let mut daemon = TestDaemon::start(&server, "org-a", &key);
+    daemon.decide("a", 50);
+    assert_server_holds_the_trace(&db, &daemon).await;
+    let runtime_id = daemon.runtime_id();
+
+    // An agent decides until its daemon dies under it (SIGKILL, as a crash) with entries on
+    // their way: those are sent again after the restart and stored once.
+    let socket = daemon.socket();
+    let agent = std::thread::spawn(move || {
+        let Ok(mut conn) = Conn::open(&socket) else {
+            return 0;
+        };
+        let mut made = 0;
+        while conn
+            .call("decision.evaluate", event("b", &format!("q{made}")))
+            .is_ok()
+        {
+            made += 1;
+        }
+        made
+    });
+    eventually("entries stream while the agent decides", || {
+        let (db, id) = (&db, runtime_id.clone());
+        async move { db.entries("org-a", &id, Stream::Trace).await.len() >= 80 }
+    })
+    .await;
+    daemon.restart(&key);
+    let made = agent.join().expect("the agent thread");
+    assert!(made > 0);
+    daemon.decide("c", 20);
+    assert_server_holds_the_trace(&db, &daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_that_expire_every_few_seconds_are_renewed_on_one_connection() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let server = TestServer::start(
+        &db,
+        ServerOptions {
+            token_lifetime_s: 6,
+            ..ServerOptions::default()
+        },
+    );
+    let key = server.org_with_key("org-a");
+    let daemon = TestDaemon::start(&server, "org-a", &key);
+    daemon.decide("a", 5);
+    let runtime_id = daemon.runtime_id();
+    let count = |what: &str| {
+        server
+            .log()
+            .lines()
+            .filter(|line| line.contains(what) && line.contains(&runtime_id))
+            .count()
+    };
+    eventually("three tokens were issued to the runtime", || {
+        let issued = count("token issued");
+        async move { issued >= 3 }
+    })
+    .await;
+    assert_eq!(count("runtime connected"), 1, "the connection stayed up");
+    daemon.decide("b", 5);
+    assert_server_holds_the_trace(&db, &daemon).await;
+    assert_eq!(count("runtime connected"), 1, "the connection stayed up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restored_from_an_older_backup_is_refilled_from_the_daemons_trace() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let mut server = TestServer::start(&db, ServerOptions::default());
+    let key = server.org_with_key("org-a");
+    let daemon = TestDaemon::start(&server, "org-a", &key);
+    daemon.decide("a", 50);
+    assert_server_holds_the_trace(&db, &daemon).await;
+    let runtime_id = daemon.runtime_id();
+
+    // The database loses the trace from seq 20 on, as a restore of a backup taken then would:
+    // the daemon, told at its next welcome where the server's copy ends, sends the rest again
+    // although it had them acknowledged.
+    server.kill();
+    let mut owner = TestDb::connect(&db.owner_url).await;
+    let tx = scoped(&mut owner, "org-a").await;
+    tx.execute(
+        "DELETE FROM entries WHERE runtime_id = $1 AND stream = 'trace' AND seq >= 20",
+        &[&runtime_id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE chains SET next_seq = 20, max_seq = 19,
+             head_hash = (SELECT entry_hash FROM entries
+                          WHERE runtime_id = $1 AND stream = 'trace' AND seq = 19)
+         WHERE runtime_id = $1 AND stream = 'trace'",
+        &[&runtime_id],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        db.entries("org-a", &runtime_id, Stream::Trace).await.len(),
+        20
+    );
+    server.launch();
+    daemon.decide("b", 5);
+    assert_server_holds_the_trace(&db, &daemon).await;
 }

@@ -974,3 +974,78 @@ async fn runtime_calls_are_checked_and_a_replaced_server_key_signs_again() {
         401
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_manual_mode_a_distributed_policy_waits_for_accept_and_stays_after_a_restart() {
+    let Some(db) = TestDb::create_unmigrated().await else {
+        return;
+    };
+    let server = TestServer::start(&db, ServerOptions::default());
+    let api = Api::new(&server);
+    let key = server.org_with_key("org-a");
+    server.user("org-a", "op@example.com", "operator", PASSWORD);
+    let operator = api.login("org-a", "op@example.com", PASSWORD).await;
+    let mut daemon = TestDaemon::start_accepting_by_hand(&server, "org-a", &key);
+    daemon.wait_connected();
+    let before = daemon.policy_status()["policy_hash"].clone();
+
+    let yaml = policy_named("team", "n");
+    let hash = hash_of(&yaml);
+    let (status, uploaded) = upload(&api, &operator, "team", &yaml).await;
+    assert_eq!(status, 201, "{uploaded}");
+    distribute_to_all(&api, &operator, "team", "1").await;
+    eventually("the distributed policy is pending on the daemon", || {
+        let pending = daemon.conn().call("policy.pending", json!({})).unwrap();
+        let waiting = pending["pending"][0]["content_hash"] == hash.as_str();
+        async move { waiting }
+    })
+    .await;
+    assert_eq!(
+        daemon.policy_status()["policy_hash"],
+        before,
+        "manual: nothing applied yet"
+    );
+    let answer = daemon.decide_one("s", "before-accept");
+    assert_eq!(answer["action"], "require_human", "{answer}");
+
+    daemon
+        .conn()
+        .call("policy.accept", json!({"hash": hash}))
+        .expect("policy.accept");
+    assert_eq!(daemon.policy_status()["policy_hash"], hash.as_str());
+    let answer = daemon.decide_one("s", "after-accept");
+    assert_eq!(
+        (answer["action"].as_str(), answer["reply_value"].as_str()),
+        (Some("auto_reply"), Some("n")),
+        "{answer}"
+    );
+    let types = daemon.audit_event_types();
+    for event_type in ["cloud_policy_pending", "cloud_policy_accepted"] {
+        assert!(
+            types.iter().any(|t| t == event_type),
+            "{event_type}: {types:?}"
+        );
+    }
+    // The server learns what the runtime now runs.
+    let runtime_id = daemon.runtime_id();
+    eventually(
+        "the server knows the runtime runs the accepted policy",
+        || {
+            let (api, operator, runtime_id, hash) =
+                (&api, &operator, runtime_id.clone(), hash.clone());
+            async move {
+                let answer = api.get("/v1/runtime-policies", operator.bearer()).await;
+                answer.body.to_string().contains(&runtime_id)
+                    && answer.body.to_string().contains(&hash)
+            }
+        },
+    )
+    .await;
+
+    daemon.restart(&key);
+    assert_eq!(
+        daemon.policy_status()["policy_hash"],
+        hash.as_str(),
+        "the accepted policy survives a restart"
+    );
+}

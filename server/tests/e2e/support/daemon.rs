@@ -70,17 +70,29 @@ impl TestDaemon {
     /// and a signed checkpoint every 10 entries or every second (so they reach the witness). Its
     /// policy is a local file ([`POLICY`]), which takes precedence over the cloud's.
     pub fn start(server: &TestServer, org: &str, api_key: &str) -> Self {
-        Self::start_with(server, org, api_key, true)
+        Self::start_with(server, org, api_key, true, "manual")
     }
 
     /// A daemon without a local policy file (the built-in default until the cloud sends one) and
     /// with `policy_sync = "auto"`: it applies what the server distributes to it, after checking
     /// the server's signature and the hash.
     pub fn start_following_the_cloud(server: &TestServer, org: &str, api_key: &str) -> Self {
-        Self::start_with(server, org, api_key, false)
+        Self::start_with(server, org, api_key, false, "auto")
     }
 
-    fn start_with(server: &TestServer, org: &str, api_key: &str, local_policy: bool) -> Self {
+    /// A daemon without a local policy file and with `policy_sync = "manual"`: what the server
+    /// distributes waits, verified, until someone accepts it (`policy.accept`).
+    pub fn start_accepting_by_hand(server: &TestServer, org: &str, api_key: &str) -> Self {
+        Self::start_with(server, org, api_key, false, "manual")
+    }
+
+    fn start_with(
+        server: &TestServer,
+        org: &str,
+        api_key: &str,
+        local_policy: bool,
+        policy_sync: &str,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("abd-")
             .tempdir_in("/tmp")
@@ -94,7 +106,6 @@ impl TestDaemon {
         } else {
             String::new()
         };
-        let policy_sync = if local_policy { "manual" } else { "auto" };
         let config = format!(
             "{policy_section}[trace]\ncheckpoint_every_entries = 10\ncheckpoint_interval_s = 1\n\n[cloud]\nenabled = true\nendpoint = \"{}\"\norg_id = \"{org}\"\nserver_public_key = \"{}\"\nheartbeat_s = 1\npolicy_sync = \"{policy_sync}\"\n",
             server.ws_url(),

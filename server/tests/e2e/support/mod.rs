@@ -282,6 +282,8 @@ pub struct ServerOptions {
     pub max_connections: usize,
     pub heartbeat_s: u64,
     pub token_requests_per_minute: u32,
+    /// Lifetime of the runtimes' access tokens.
+    pub token_lifetime_s: u64,
     /// Migrate at start (with the owner URL) rather than find the schema ready.
     pub migrate_at_start: bool,
     /// Failed logins per address before 429.
@@ -300,6 +302,7 @@ impl Default for ServerOptions {
             max_connections: 100,
             heartbeat_s: 30,
             token_requests_per_minute: 60,
+            token_lifetime_s: 3600,
             migrate_at_start: true,
             login_failures_per_window: 10,
             extra_config: String::new(),
@@ -348,13 +351,14 @@ impl TestServer {
         let config = format!(
             "listen = \"{address}\"\n\
              [database]\nurl = \"{}{tls_query}\"\n{owner}{ca_file}app_role = \"{}\"\npool_size = {}\npool_wait_ms = {}\n\
-             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = 3600\ntoken_requests_per_minute = {}\n\
+             [auth]\njwt_secret = \"test-secret-test-secret-test-secret-0123\"\ntoken_lifetime_s = {}\ntoken_requests_per_minute = {}\n\
              [runtime]\nheartbeat_s = {}\nmax_connections = {}\nsigning_key_file = \"{}\"\n\
              [people]\ncookie_secure = false\nlogin_failures_per_window = {}\n{}",
             db.app_url,
             db.app_role(),
             options.pool_size,
             options.pool_wait_ms,
+            options.token_lifetime_s,
             options.token_requests_per_minute,
             options.heartbeat_s,
             options.max_connections,
