@@ -3,12 +3,9 @@
 //! once, in order, verified; a server killed mid-stream and restarted, a daemon killed
 //! mid-stream and restarted, and a server restored from an older backup lose and double
 //! nothing; access tokens are renewed on an open connection.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-
 use atlasbridge_protocol::cloud::messages::Stream;
 
+use crate::support::agent::{Agent, decide_more};
 use crate::support::daemon::{Conn, TestDaemon, event};
 use crate::support::{ServerOptions, TestDb, TestServer, eventually, scoped};
 
@@ -18,23 +15,7 @@ async fn assert_server_holds_the_trace(db: &TestDb, daemon: &TestDaemon) {
     let runtime_id = daemon.runtime_id();
     let local = daemon.local_chain(Stream::Trace);
     assert!(!local.is_empty());
-    eventually("the server holds the whole trace", || {
-        let (db, runtime_id, local) = (db, runtime_id.clone(), local.clone());
-        async move { db.entries("org-a", &runtime_id, Stream::Trace).await == local }
-    })
-    .await;
-    let (rows, distinct) = db.row_counts("org-a", &runtime_id, Stream::Trace).await;
-    assert_eq!(
-        (rows, distinct),
-        (local.len() as i64, local.len() as i64),
-        "nothing lost, nothing doubled"
-    );
-    let status = db
-        .chain_status("org-a", &runtime_id, Stream::Trace)
-        .await
-        .expect("a chain");
-    assert_eq!(status.status, "continuous", "{status:?}");
-    assert_eq!(status.next_seq, local.len() as u64);
+    db.wait_for_exactly("org-a", &runtime_id, &local).await;
     // The audit log streams too; it keeps growing (link events), so its prefix must match.
     eventually("the audit log arrives, continuous", || {
         let (db, runtime_id) = (db, runtime_id.clone());
@@ -109,57 +90,6 @@ async fn two_daemons_stream_their_decisions_and_both_chains_are_continuous() {
     }
 }
 
-/// An agent deciding until stopped; counts its decisions.
-struct Agent {
-    stop: Arc<AtomicBool>,
-    made: Arc<AtomicUsize>,
-    thread: JoinHandle<()>,
-}
-
-impl Agent {
-    fn start(daemon: &TestDaemon, session: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let made = Arc::new(AtomicUsize::new(0));
-        let socket = daemon.socket();
-        let session = session.to_owned();
-        let (flag, count) = (Arc::clone(&stop), Arc::clone(&made));
-        let thread = std::thread::spawn(move || {
-            let mut conn = Conn::open(&socket).expect("connect to the daemon");
-            while !flag.load(Ordering::Relaxed) {
-                let prompt = format!("p{}", count.load(Ordering::Relaxed));
-                // Decisions never wait on the network: each must succeed with the server down.
-                let answer = conn
-                    .call("decision.evaluate", event(&session, &prompt))
-                    .expect("a decision");
-                assert_eq!(answer["action"], "auto_reply", "{answer}");
-                count.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        });
-        Self { stop, made, thread }
-    }
-
-    fn made(&self) -> usize {
-        self.made.load(Ordering::Relaxed)
-    }
-
-    fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the agent succeeded throughout");
-        self.made.load(Ordering::Relaxed)
-    }
-}
-
-/// Waits until each agent has made `more` decisions past where it was.
-async fn let_agents_decide(agents: &[&Agent], more: usize) {
-    let targets: Vec<usize> = agents.iter().map(|a| a.made() + more).collect();
-    eventually("the agents keep deciding", || {
-        let done = agents.iter().zip(&targets).all(|(a, t)| a.made() >= *t);
-        async move { done }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     let Some(db) = TestDb::create_unmigrated().await else {
@@ -184,9 +114,9 @@ async fn a_server_killed_mid_stream_and_restarted_loses_and_doubles_nothing() {
     .await;
     server.kill();
     // Decisions go on while the server is down; the trace is the buffer.
-    let_agents_decide(&[&agents[0], &agents[1]], 30).await;
+    decide_more(&[&agents[0], &agents[1]], 30).await;
     server.launch();
-    let_agents_decide(&[&agents[0], &agents[1]], 30).await;
+    decide_more(&[&agents[0], &agents[1]], 30).await;
     let [first_agent, second_agent] = agents;
     assert!(first_agent.stop() > 60);
     assert!(second_agent.stop() > 60);

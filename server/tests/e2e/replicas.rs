@@ -22,7 +22,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::{scrape, value};
-use crate::support::daemon::{Conn, TestDaemon, event};
+use crate::support::agent::Agent;
+use crate::support::daemon::TestDaemon;
 use crate::support::runtime::{identity, open, token};
 use crate::support::{DEADLINE, ServerOptions, TestDb, TestServer, eventually};
 
@@ -180,52 +181,6 @@ async fn handshake_across(issuer: &TestServer, server: &TestServer, org: &str, a
     let _: Welcome = welcome.payload_as().expect("a welcome");
 }
 
-/// An agent deciding until stopped.
-struct Agent {
-    stop: Arc<AtomicBool>,
-    made: Arc<AtomicUsize>,
-    thread: JoinHandle<()>,
-}
-
-impl Agent {
-    fn start(daemon: &TestDaemon, session: &str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let made = Arc::new(AtomicUsize::new(0));
-        let (socket, session) = (daemon.socket(), session.to_owned());
-        let (flag, count) = (Arc::clone(&stop), Arc::clone(&made));
-        let thread = std::thread::spawn(move || {
-            let mut conn = Conn::open(&socket).expect("connect to the daemon");
-            while !flag.load(Ordering::Relaxed) {
-                let prompt = format!("p{}", count.load(Ordering::Relaxed));
-                // Decisions never wait on the link: each succeeds while replicas come and go.
-                let answer = conn
-                    .call("decision.evaluate", event(&session, &prompt))
-                    .expect("a decision");
-                assert_eq!(answer["action"], "auto_reply", "{answer}");
-                count.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        Self { stop, made, thread }
-    }
-
-    /// Waits until it has made `more` decisions past where it is.
-    async fn decides(&self, more: usize) {
-        let target = self.made.load(Ordering::Relaxed) + more;
-        eventually("the agent keeps deciding", || {
-            let done = self.made.load(Ordering::Relaxed) >= target;
-            async move { done }
-        })
-        .await;
-    }
-
-    fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the agent succeeded throughout");
-        self.made.load(Ordering::Relaxed)
-    }
-}
-
 /// The runtime channels open on `server` (its metrics).
 async fn channels_open(server: &TestServer) -> f64 {
     value(&scrape(server).await, "atlasbridge_runtime_channels_open")
@@ -299,22 +254,7 @@ async fn a_daemon_fails_over_to_the_other_replica_and_nothing_is_lost_or_doubled
 
     // Everything the daemon wrote is held exactly once: the same seqs and hashes, no doubles.
     let local = daemon.local_chain(Stream::Trace);
-    eventually("the surviving replica holds the whole trace", || {
-        let (db, id, local) = (&db, runtime_id.clone(), local.clone());
-        async move { db.entries("org-a", &id, Stream::Trace).await == local }
-    })
-    .await;
-    let (rows, distinct) = db.row_counts("org-a", &runtime_id, Stream::Trace).await;
-    assert_eq!(
-        (rows, distinct),
-        (local.len() as i64, local.len() as i64),
-        "nothing lost, nothing doubled"
-    );
-    let status = db
-        .chain_status("org-a", &runtime_id, Stream::Trace)
-        .await
-        .expect("a chain");
-    assert_eq!(status.status, "continuous", "{status:?}");
+    db.wait_for_exactly("org-a", &runtime_id, &local).await;
     // Moving between replicas is not a rewind or a fork to the witness.
     let record = db
         .runtime("org-a", &runtime_id, 1)

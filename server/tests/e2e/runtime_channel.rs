@@ -23,6 +23,20 @@ async fn setup(options: ServerOptions) -> Option<(TestDb, TestServer, String)> {
     Some((db, server, key))
 }
 
+/// Asserts that the runtime's trace is `broken` first at `seq`, for `kind`.
+async fn assert_broken(db: &TestDb, runtime_id: &str, seq: u64, kind: &str) {
+    let status = db
+        .chain_status("org-a", runtime_id, Stream::Trace)
+        .await
+        .unwrap();
+    let (at, found, _) = status.broken.clone().expect("broken");
+    assert_eq!(
+        (status.status.as_str(), at, found.as_str()),
+        ("broken", seq, kind),
+        "{status:?}"
+    );
+}
+
 fn seq_and_hash(entries: &[serde_json::Value]) -> Vec<(u64, String)> {
     entries
         .iter()
@@ -93,15 +107,7 @@ async fn a_tampered_entry_or_a_cut_link_breaks_the_chain_at_the_first_bad_seq() 
     runtime.send_batch(Stream::Trace, &entries).await;
     // What was received is committed (the evidence is kept) and acked.
     assert_eq!(runtime.ack_through(Stream::Trace).await, 7);
-    let status = db
-        .chain_status("org-a", &runtime.runtime_id, Stream::Trace)
-        .await
-        .unwrap();
-    let (at, kind, _) = status.broken.clone().expect("broken");
-    assert_eq!(
-        (status.status.as_str(), at, kind.as_str()),
-        ("broken", 3, "hash_mismatch")
-    );
+    assert_broken(&db, &runtime.runtime_id, 3, "hash_mismatch").await;
     // More good entries later do not mend it: the first bad seq stays.
     let more = chain_from(8, entries[7]["entry_hash"].as_str().unwrap(), 2, "a");
     runtime.send_batch(Stream::Trace, &more).await;
@@ -126,15 +132,7 @@ async fn a_tampered_entry_or_a_cut_link_breaks_the_chain_at_the_first_bad_seq() 
     relinked.extend(chain_from(5, &"ab".repeat(32), 3, "b"));
     second.send_batch(Stream::Trace, &relinked).await;
     assert_eq!(second.ack_through(Stream::Trace).await, 7);
-    let status = db
-        .chain_status("org-a", &second.runtime_id, Stream::Trace)
-        .await
-        .unwrap();
-    let (at, kind, _) = status.broken.clone().expect("broken");
-    assert_eq!(
-        (status.status.as_str(), at, kind.as_str()),
-        ("broken", 5, "prev_mismatch")
-    );
+    assert_broken(&db, &second.runtime_id, 5, "prev_mismatch").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,15 +201,7 @@ async fn a_head_that_forks_is_refused_and_the_runtime_flagged() {
     assert_eq!(code, "HEAD_REFUSED", "{message}");
     let record = db.runtime("org-a", &runtime.runtime_id, 30).await.unwrap();
     assert_eq!(record.witness_status, "forked", "{record:?}");
-    let status = db
-        .chain_status("org-a", &runtime.runtime_id, Stream::Trace)
-        .await
-        .unwrap();
-    let (at, kind, _) = status.broken.clone().expect("broken");
-    assert_eq!(
-        (status.status.as_str(), at, kind.as_str()),
-        ("broken", 5, "fork")
-    );
+    assert_broken(&db, &runtime.runtime_id, 5, "fork").await;
     // Resending an entry with other content at a held seq is a fork as well, and is not stored.
     let mut other = FakeRuntime::connect(&server, "org-a", &key).await;
     let original = chain(4);

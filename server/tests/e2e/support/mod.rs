@@ -8,6 +8,7 @@
 // Each test binary uses part of the fixtures, and `pub` here only spans the test crate.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod agent;
 pub mod api;
 pub mod daemon;
 pub mod runtime;
@@ -211,6 +212,27 @@ impl TestDb {
             .await
             .expect("count entries");
         (row.get(0), row.get(1))
+    }
+
+    /// Waits until the server holds exactly `local` (seq, entry_hash) of a runtime's trace, each
+    /// once, and checks that its chain is `continuous`.
+    pub async fn wait_for_exactly(&self, org: &str, runtime_id: &str, local: &[(u64, String)]) {
+        eventually("the server holds the whole trace", || async move {
+            self.entries(org, runtime_id, Stream::Trace).await == local
+        })
+        .await;
+        let (rows, distinct) = self.row_counts(org, runtime_id, Stream::Trace).await;
+        assert_eq!(
+            (rows, distinct),
+            (local.len() as i64, local.len() as i64),
+            "nothing lost, nothing doubled"
+        );
+        let status = self
+            .chain_status(org, runtime_id, Stream::Trace)
+            .await
+            .expect("a chain");
+        assert_eq!(status.status, "continuous", "{status:?}");
+        assert_eq!(status.next_seq, local.len() as u64);
     }
 }
 
