@@ -9,6 +9,7 @@
 // A test fails by panicking; in the fixtures too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod cross_tenant;
 mod daemons;
 mod ingest;
