@@ -111,6 +111,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/sessions", viewer, search::sessions),
         route(M::GET, "/v1/decisions", viewer, search::decisions),
         route(M::GET, "/v1/audit-events", viewer, search::audit_events),
+        route(M::GET, "/v1/escalations", viewer, search::escalations),
         route(M::GET, "/v1/risk/hourly", viewer, search::risk_hourly),
         route(M::GET, "/v1/live", viewer, live::live),
         // The policy registry: people read and test (viewer), operators change it; runtimes

@@ -54,7 +54,7 @@ pub struct TokenResponseSchema {
         account::revoke_other_sessions,
         runtimes::list, runtimes::one, runtimes::chains,
         search::session, search::sessions, search::decisions, search::audit_events,
-        search::risk_hourly,
+        search::risk_hourly, search::escalations,
         live::live,
         policies::list, policies::create, policies::one, policies::archive,
         policies::versions, policies::upload, policies::version, policies::test_event,
