@@ -20,6 +20,7 @@ mod people;
 mod policies;
 mod replicas;
 mod runtime_channel;
+mod runtime_reports;
 mod search;
 mod support;
 mod tenant_isolation;
