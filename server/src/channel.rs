@@ -9,10 +9,11 @@
 //! distribution covering it), and a distribution made later, on any replica, wakes the channel
 //! (see [`crate::live::LiveHub::watch_distributions`]) to offer it with
 //! `policy_update_available`. The runtime's `policy_loaded` reports (its policy and local pins)
-//! are stored.
+//! are stored, and so are its `session_started`, `session_ended` and `escalation_triggered`
+//! (see [`crate::store::runtime_events`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use atlasbridge_protocol::cloud::Envelope;
 use atlasbridge_protocol::cloud::messages::{
@@ -31,12 +32,14 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Claims;
 use crate::db::{DbError, org_transaction};
+use crate::entry_columns::parse_time;
 use crate::ingest_group;
 use crate::live::DistributionWatch;
 use crate::metrics::BatchOutcome;
 use crate::policy::report::PolicyReport;
 use crate::server::AppState;
 use crate::store::policies::{self as registry, DistributionRow};
+use crate::store::runtime_events::{self, EscalationReport, SessionReport};
 use crate::store::{self, CheckpointOutcome, HeadSource, HeadVerdict};
 
 /// How long a runtime may take to answer the challenge.
@@ -423,11 +426,8 @@ impl Connection {
                 Ok(Flow::Continue)
             }
             kind::POLICY_LOADED => self.on_policy_loaded(&envelope).await,
-            kind::SESSION_STARTED | kind::SESSION_ENDED | kind::ESCALATION_TRIGGERED => {
-                // Not stored (sessions are aggregated from the decisions themselves).
-                debug!(runtime_id = %self.runtime_id, kind = %envelope.kind, "received");
-                Ok(Flow::Continue)
-            }
+            kind::SESSION_STARTED | kind::SESSION_ENDED => self.on_session(&envelope).await,
+            kind::ESCALATION_TRIGGERED => self.on_escalation(&envelope).await,
             other => {
                 debug!(runtime_id = %self.runtime_id, kind = other, "ignoring an unknown message type");
                 Ok(Flow::Continue)
@@ -582,6 +582,61 @@ impl Connection {
         Ok(Flow::Continue)
     }
 
+    /// Stores a session's start or end (not acknowledged, as the other advisory messages).
+    async fn on_session(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
+        let report = match SessionReport::parse(&envelope.payload) {
+            Ok(report) => report,
+            Err(why) => return Ok(self.send_error("BAD_PAYLOAD", &why).await),
+        };
+        let at = message_time(envelope);
+        let mut client = self.state.db.client().await?;
+        let transaction = org_transaction(&mut client, &self.org_id).await?;
+        if envelope.kind == kind::SESSION_STARTED {
+            runtime_events::record_session_started(
+                &transaction,
+                &self.org_id,
+                &self.runtime_id,
+                &report,
+                at,
+            )
+            .await?;
+        } else {
+            runtime_events::record_session_ended(
+                &transaction,
+                &self.org_id,
+                &self.runtime_id,
+                &report,
+                at,
+            )
+            .await?;
+        }
+        transaction.commit().await?;
+        debug!(runtime_id = %self.runtime_id, kind = %envelope.kind, session_id = %report.session_id, "session report stored");
+        Ok(Flow::Continue)
+    }
+
+    /// Stores an escalation, once per trace entry.
+    async fn on_escalation(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
+        let report = match EscalationReport::parse(&envelope.payload) {
+            Ok(report) => report,
+            Err(why) => return Ok(self.send_error("BAD_PAYLOAD", &why).await),
+        };
+        let at = message_time(envelope);
+        let mut client = self.state.db.client().await?;
+        let transaction = org_transaction(&mut client, &self.org_id).await?;
+        let new = runtime_events::record_escalation(
+            &transaction,
+            &self.org_id,
+            &self.runtime_id,
+            &report,
+            at,
+        )
+        .await?;
+        transaction.commit().await?;
+        debug!(runtime_id = %self.runtime_id, seq = report.seq, new, "escalation stored");
+        Ok(Flow::Continue)
+    }
+
     async fn on_heartbeat(&mut self, envelope: &Envelope) -> Result<Flow, DbError> {
         let heartbeat: Heartbeat = match envelope.payload_as() {
             Ok(heartbeat) => heartbeat,
@@ -704,6 +759,12 @@ impl Connection {
             .await;
         let _ = self.close(code, "try again later").await;
     }
+}
+
+/// When a runtime says a message happened: its envelope's timestamp, or now when that does
+/// not parse (the message is still worth keeping).
+fn message_time(envelope: &Envelope) -> SystemTime {
+    parse_time(&envelope.timestamp).unwrap_or_else(SystemTime::now)
 }
 
 /// Now, RFC 3339 UTC with microseconds.

@@ -1,5 +1,5 @@
 //! The command line: `migrate`, `serve`, `create-org`, `create-api-key`, `revoke-api-key`,
-//! `create-user`, `public-key`. The one place that uses anyhow.
+//! `create-user`, `reset-password`, `public-key`. The one place that uses anyhow.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -77,6 +77,22 @@ enum Command {
         /// Read a password (at least 12 characters) from the first line of standard input;
         /// without it, the user can log in by SSO only.
         #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Sets a user's password and revokes all of the user's sessions: the way back in for a
+    /// person locked out (a forgotten password, the last owner). Clears the address's failed
+    /// logins too. Unlike the API, it also gives an SSO-only user a password (whoever runs it
+    /// holds the database's credentials anyway).
+    ResetPassword {
+        /// The organisation.
+        #[arg(long = "org")]
+        org_id: String,
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// Read the new password (at least 12 characters) from the first line of standard
+        /// input; required, so that it never appears in the process list or shell history.
+        #[arg(long, required = true)]
         password_stdin: bool,
     },
     /// Prints the server's public key (`[cloud] server_public_key` of the runtimes), creating
@@ -183,15 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("{email:?} is not an email address");
             }
             let password_hash = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .context("cannot read the password from standard input")?;
-                let password = line.trim_end_matches(['\r', '\n']).to_owned();
-                let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&password))
-                    .await
-                    .context("the password hash did not finish")??;
-                Some(hash)
+                Some(password_from_stdin().await?)
             } else {
                 None
             };
@@ -212,12 +220,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", user.user_id);
             Ok(())
         }
+        Command::ResetPassword {
+            org_id,
+            email,
+            password_stdin: _,
+        } => {
+            let hash = password_from_stdin().await?;
+            let db = admin_db(&config)?;
+            let mut client = db.client().await?;
+            let transaction = org_transaction(&mut client, &org_id).await?;
+            let Some((user, _)) = people::login_candidate(&transaction, &email).await? else {
+                bail!("org {org_id} has no user {email}");
+            };
+            people::set_password(&transaction, &user.user_id, &hash).await?;
+            let revoked = people::revoke_user_sessions(&transaction, &user.user_id).await?;
+            people::clear_login_failures(&transaction, &email).await?;
+            transaction.commit().await?;
+            info!(org_id, user_id = %user.user_id, revoked_sessions = revoked, "password reset from the command line");
+            println!("{} (revoked {revoked} sessions)", user.user_id);
+            Ok(())
+        }
         Command::PublicKey => {
             let key = server::load_or_create_signing_key(&config.runtime.signing_key_file)?;
             println!("{}", encode_public_key(&key.verifying_key()));
             Ok(())
         }
     }
+}
+
+/// A password from the first line of standard input, hashed (argon2id, on the blocking pool).
+async fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&password))
+        .await
+        .context("the password hash did not finish")??;
+    Ok(hash)
 }
 
 /// The pool for one-off commands: the app role when configured, else the owner.

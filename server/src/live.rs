@@ -68,6 +68,10 @@ pub mod kind {
     pub const POLICY: &str = "policy";
     /// A runtime reported the policy it loaded and its pins.
     pub const RUNTIME_POLICY: &str = "runtime_policy";
+    /// A runtime reported a session started or ended: `change` is `started` or `ended`.
+    pub const SESSION: &str = "session";
+    /// A runtime reported a decision that needs a human (`require_human`).
+    pub const ESCALATION: &str = "escalation";
 }
 
 /// The `change` of a `policy` event that sends a version to runtimes.

@@ -46,14 +46,20 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_policies.sql"),
     },
     Migration {
+        version: 6,
+        name: "sessions_escalations",
+        sql: include_str!("../migrations/0006_sessions_escalations.sql"),
+    },
+    Migration {
         version: 7,
         name: "connection_epochs",
         sql: include_str!("../migrations/0007_connection_epochs.sql"),
     },
 ];
 
-/// Tables the app role may read and append to but never change or delete: the evidence, and the
-/// registry's versions and distributions (a version never changes; history is not rewritten).
+/// Tables the app role may read and append to but never change or delete: the evidence, the
+/// registry's versions and distributions (a version never changes; history is not rewritten),
+/// and the escalations runtimes reported.
 const APPEND_ONLY_TABLES: &[&str] = &[
     "entries",
     "witnessed_heads",
@@ -62,6 +68,7 @@ const APPEND_ONLY_TABLES: &[&str] = &[
     "policy_versions",
     "policy_distributions",
     "policy_distribution_targets",
+    "escalations",
 ];
 /// Tables the app role may read, insert and update.
 const MUTABLE_TABLES: &[&str] = &[
@@ -73,6 +80,7 @@ const MUTABLE_TABLES: &[&str] = &[
     "human_sessions",
     "policies",
     "runtime_policies",
+    "runtime_sessions",
 ];
 /// State the app role also deletes: login throttle windows, OIDC logins in flight, and the pins
 /// a runtime reports (each report replaces the previous).

@@ -7,6 +7,7 @@ mod jsonb_text;
 pub mod people;
 pub mod policies;
 pub mod registry;
+pub mod runtime_events;
 pub mod search;
 
 use std::collections::{HashMap, HashSet};
@@ -603,7 +604,7 @@ fn chain_event(payload: Value) -> LiveEvent {
 /// Publishes to the live stream inside `tx`. Only a database failure fails the transaction;
 /// an event that cannot be published (too large) is logged and left out, because the live
 /// stream must never cost a runtime its ingest.
-async fn publish_or_log(
+pub(crate) async fn publish_or_log(
     tx: &Transaction<'_>,
     org_id: &str,
     events: Vec<LiveEvent>,

@@ -104,7 +104,12 @@ async fn open_session(
     org_id: &str,
     user_id: &str,
     via: &str,
+    headers: &HeaderMap,
 ) -> Result<Opened, ApiError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
     let token = new_token(org_id).map_err(|e| ApiError::internal(&e.to_string()))?;
     let csrf_token = random_secret().map_err(|e| ApiError::internal(&e.to_string()))?;
     let (session_id, expires_at) = people::create_session(
@@ -116,6 +121,7 @@ async fn open_session(
             csrf_token: &csrf_token,
             via,
             lifetime: Duration::from_secs(state.config.people.session_lifetime_s),
+            user_agent,
         },
     )
     .await?;
@@ -146,6 +152,7 @@ fn invalid_credentials() -> ApiError {
 )]
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Json(request): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let people_config = &state.config.people;
@@ -204,6 +211,7 @@ pub async fn login(
         &request.org_id,
         &user.user_id,
         "password",
+        &headers,
     )
     .await?;
     transaction.commit().await.map_err(DbError::from)?;
@@ -448,7 +456,15 @@ pub async fn oidc_callback(
             "this account is disabled",
         ));
     }
-    let opened = open_session(&state, &transaction, &org_id, &user.user_id, "oidc").await?;
+    let opened = open_session(
+        &state,
+        &transaction,
+        &org_id,
+        &user.user_id,
+        "oidc",
+        &headers,
+    )
+    .await?;
     transaction.commit().await.map_err(DbError::from)?;
     let mut response = StatusCode::SEE_OTHER.into_response();
     let location = HeaderValue::from_str(&oidc.config().after_login)

@@ -4,6 +4,7 @@
 //! other lacks.
 
 pub mod access;
+pub mod account;
 pub mod auth;
 pub mod distributions;
 pub mod error;
@@ -78,6 +79,20 @@ pub fn routes() -> Vec<Route> {
             auth::oidc_callback,
         ),
         route(M::GET, "/v1/me", viewer, auth::me),
+        route(M::POST, "/v1/me/password", viewer, account::change_password),
+        route(M::GET, "/v1/me/sessions", viewer, account::sessions),
+        route(
+            M::DELETE,
+            "/v1/me/sessions/{session_id}",
+            viewer,
+            account::revoke_session,
+        ),
+        route(
+            M::POST,
+            "/v1/me/sessions/revoke-others",
+            viewer,
+            account::revoke_other_sessions,
+        ),
         // Reading.
         route(M::GET, "/v1/runtimes", viewer, runtimes::list),
         route(M::GET, "/v1/runtimes/{runtime_id}", viewer, runtimes::one),
@@ -96,6 +111,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/sessions", viewer, search::sessions),
         route(M::GET, "/v1/decisions", viewer, search::decisions),
         route(M::GET, "/v1/audit-events", viewer, search::audit_events),
+        route(M::GET, "/v1/escalations", viewer, search::escalations),
         route(M::GET, "/v1/risk/hourly", viewer, search::risk_hourly),
         route(M::GET, "/v1/live", viewer, live::live),
         // The policy registry: people read and test (viewer), operators change it; runtimes
@@ -176,6 +192,12 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/users", admin, users::list),
         route(M::POST, "/v1/users", admin, users::create),
         route(M::PATCH, "/v1/users/{user_id}", admin, users::update),
+        route(
+            M::POST,
+            "/v1/users/{user_id}/password",
+            admin,
+            users::reset_password,
+        ),
         // The document itself.
         route(M::GET, "/v1/openapi.json", Public, openapi::serve),
     ]

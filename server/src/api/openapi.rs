@@ -14,7 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::access::Access;
 use super::error::ErrorEnvelope;
-use super::{auth, distributions, keys, live, policies, routes, runtimes, search, users};
+use super::{account, auth, distributions, keys, live, policies, routes, runtimes, search, users};
 
 /// `POST /v1/auth/token`'s body (docs/cloud.md).
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,9 +50,11 @@ pub struct TokenResponseSchema {
     paths(
         crate::http::token, crate::http::connect, crate::witness::query,
         auth::login, auth::logout, auth::oidc_login, auth::oidc_callback, auth::me,
+        account::change_password, account::sessions, account::revoke_session,
+        account::revoke_other_sessions,
         runtimes::list, runtimes::one, runtimes::chains,
         search::session, search::sessions, search::decisions, search::audit_events,
-        search::risk_hourly,
+        search::risk_hourly, search::escalations,
         live::live,
         policies::list, policies::create, policies::one, policies::archive,
         policies::versions, policies::upload, policies::version, policies::test_event,
@@ -60,13 +62,13 @@ pub struct TokenResponseSchema {
         distributions::list, distributions::distribute, distributions::runtime_policies,
         distributions::runtime_policy,
         keys::list, keys::create, keys::revoke,
-        users::list, users::create, users::update,
+        users::list, users::create, users::update, users::reset_password,
         serve,
     ),
     components(schemas(ErrorEnvelope, TokenRequestSchema, TokenResponseSchema)),
     tags(
         (name = "runtimes", description = "The runtime registry and chain status"),
-        (name = "decisions", description = "Decisions, sessions, audit events and risk"),
+        (name = "decisions", description = "Decisions, sessions, escalations, audit events and risk"),
         (name = "auth", description = "People's login and sessions"),
         (name = "api-keys", description = "API keys of runtimes (admin)"),
         (name = "users", description = "Users and roles (admin)"),

@@ -17,6 +17,7 @@ use super::paging;
 use crate::db::{DbError, org_transaction};
 use crate::entry_columns::format_time;
 use crate::server::AppState;
+use crate::store::runtime_events::{self, EscalationFilter, EscalationRow};
 use crate::store::search::{
     self, AuditFilter, DecisionFilter, EntryCursor, EntryPage, EntryRow, SessionCursor,
     SessionFilter, SessionRow, from_micros, to_micros,
@@ -276,6 +277,15 @@ pub struct SessionView {
     /// Decisions per risk level (`""`: none recorded).
     #[schema(value_type = Object)]
     pub risks: Value,
+    /// When the runtime reported it started (`session_started`, its first; RFC 3339); absent
+    /// when the runtime never said (it started while the link was down, or before it was on).
+    pub started_at: Option<String>,
+    /// When the runtime reported it ended (`session_ended`); absent while open or unknown.
+    pub ended_at: Option<String>,
+    /// The decision count the runtime reported when it ended.
+    pub decisions_at_end: Option<i64>,
+    /// Escalations (`require_human` decisions) the runtime reported in it, within `from`/`to`.
+    pub escalations: i64,
 }
 
 /// `GET /v1/sessions`.
@@ -323,6 +333,10 @@ fn session_view(row: SessionRow) -> SessionView {
         decisions: row.decisions,
         actions: row.actions,
         risks: row.risks,
+        started_at: row.started_at.map(format_time),
+        ended_at: row.ended_at.map(format_time),
+        decisions_at_end: row.decisions_at_end,
+        escalations: row.escalations,
     }
 }
 
@@ -494,5 +508,123 @@ pub async fn risk_hourly(
                 unclassified: h.unclassified,
             })
             .collect(),
+    }))
+}
+
+/// A decision a runtime answered `require_human`, as it reported it (`escalation_triggered`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EscalationView {
+    /// The runtime.
+    pub runtime_id: String,
+    /// The decision's position in that runtime's trace (`GET /v1/decisions` has the entry).
+    pub seq: i64,
+    /// The decision entry's hash.
+    pub entry_hash: String,
+    /// When (RFC 3339, the runtime's clock).
+    pub occurred_at: String,
+    /// When the server received it (RFC 3339).
+    pub received_at: String,
+    /// The session.
+    pub session_id: String,
+    /// The agent.
+    pub agent_id: Option<String>,
+    /// The prompt's id (never its text).
+    pub prompt_id: Option<String>,
+    /// The prompt's type.
+    pub prompt_type: Option<String>,
+    /// The rule that decided (`""`: a default).
+    pub matched_rule: Option<String>,
+    /// What the policy said.
+    pub policy_action: Option<String>,
+    /// The risk level.
+    pub risk_level: Option<String>,
+    /// The policy's hash.
+    pub policy_hash: Option<String>,
+}
+
+/// `GET /v1/escalations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EscalationList {
+    /// Newest first.
+    pub escalations: Vec<EscalationView>,
+    /// The next page's cursor; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/escalations`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EscalationQuery {
+    /// Only this runtime.
+    pub runtime_id: Option<String>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// At or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Before this time (RFC 3339).
+    pub to: Option<String>,
+    /// Rows per page (default 100, at most 500).
+    pub limit: Option<usize>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+fn escalation_view(row: EscalationRow) -> EscalationView {
+    let report = row.report;
+    EscalationView {
+        runtime_id: row.runtime_id,
+        seq: report.seq,
+        entry_hash: report.entry_hash,
+        occurred_at: format_time(row.occurred_at),
+        received_at: format_time(row.received_at),
+        session_id: report.session_id,
+        agent_id: report.agent_id,
+        prompt_id: report.prompt_id,
+        prompt_type: report.prompt_type,
+        matched_rule: report.matched_rule,
+        policy_action: report.policy_action,
+        risk_level: report.risk_level,
+        policy_hash: report.policy_hash,
+    }
+}
+
+/// Lists the escalations runtimes reported.
+#[utoipa::path(
+    get, path = "/v1/escalations", tag = "decisions",
+    params(EscalationQuery),
+    responses((status = 200, body = EscalationList), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope))
+)]
+pub async fn escalations(
+    State(state): State<Arc<AppState>>,
+    Extension(person): Extension<Person>,
+    Query(query): Query<EscalationQuery>,
+) -> Result<Json<EscalationList>, ApiError> {
+    let filter = EscalationFilter {
+        runtime_id: query.runtime_id,
+        session_id: query.session_id,
+        agent_id: query.agent_id,
+        from: paging::time("from", query.from.as_deref())?,
+        to: paging::time("to", query.to.as_deref())?,
+    };
+    let cursor = entry_cursor("escalations", query.cursor.as_deref())?;
+    let limit = paging::page_size(query.limit);
+    let mut client = state.db.client().await?;
+    let transaction = org_transaction(&mut client, &person.org_id).await?;
+    let page =
+        runtime_events::search_escalations(&transaction, &filter, cursor.as_ref(), limit).await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    let next_cursor = page.next.as_ref().map(|next| {
+        paging::encode(&EntryPosition {
+            k: "escalations".to_owned(),
+            t: to_micros(next.occurred_at),
+            r: next.runtime_id.clone(),
+            s: next.seq,
+        })
+    });
+    Ok(Json(EscalationList {
+        escalations: page.escalations.into_iter().map(escalation_view).collect(),
+        next_cursor,
     }))
 }

@@ -15,6 +15,7 @@ use tracing::info;
 use utoipa::ToSchema;
 
 use super::access::Person;
+use super::account::{RevokedSessions, check_new_password, no_local_password};
 use super::error::{ApiError, ErrorEnvelope};
 use crate::db::{DbError, org_transaction};
 use crate::entry_columns::format_time;
@@ -80,6 +81,14 @@ pub struct CreateUser {
     /// A password (at least 12 characters); without one, the user logs in by SSO only.
     #[serde(default)]
     pub password: Option<String>,
+}
+
+/// `POST /v1/users/{user_id}/password`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    /// The new password (at least 12 characters, at most 1024 bytes).
+    pub new_password: String,
 }
 
 /// `PATCH /v1/users/{user_id}`: what is given changes.
@@ -239,4 +248,63 @@ pub async fn update(
     transaction.commit().await.map_err(DbError::from)?;
     info!(by = %person.user.user_id, user_id = %user.user_id, role = %user.role, disabled = user.disabled, "user changed");
     Ok(Json(UserView::from(&user)))
+}
+
+/// Sets another user's password (an administrator's reset) and revokes all of that user's
+/// sessions. Owners' passwords are reset by owners only; one's own password is changed with
+/// `POST /v1/me/password`, which asks for the current one (a stolen administrator session must
+/// not be able to take the account over); users without a local password (SSO only) keep
+/// having none.
+#[utoipa::path(
+    post, path = "/v1/users/{user_id}/password", tag = "users",
+    params(("user_id" = String, Path, description = "The user")),
+    request_body = ResetPassword,
+    responses(
+        (status = 200, description = "Reset; every session of the user is revoked", body = RevokedSessions),
+        (status = 400, description = "The new password does not meet the policy", body = ErrorEnvelope),
+        (status = 403, description = "Not an admin, an admin resetting an owner (`OWNER_REQUIRED`), or one's own password (`OWN_PASSWORD`)", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "The user logs in by SSO only (`NO_LOCAL_PASSWORD`)", body = ErrorEnvelope),
+    )
+)]
+pub async fn reset_password(
+    State(state): State<Arc<AppState>>,
+    Extension(person): Extension<Person>,
+    Path(user_id): Path<String>,
+    Json(request): Json<ResetPassword>,
+) -> Result<Json<RevokedSessions>, ApiError> {
+    check_new_password("new_password", &request.new_password)?;
+    if user_id == person.user.user_id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "OWN_PASSWORD",
+            "change your own password with POST /v1/me/password, which needs the current one",
+        ));
+    }
+    // Hashed before the transaction, so no connection and no row lock wait on argon2.
+    let new_hash = state
+        .passwords
+        .hash(request.new_password)
+        .await
+        .map_err(|e| ApiError::internal(&e.to_string()))?;
+    let mut client = state.db.client().await?;
+    let transaction = org_transaction(&mut client, &person.org_id).await?;
+    let target = people::user(&transaction, &user_id, true)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    if target.role == Role::Owner && person.user.role < Role::Owner {
+        return Err(owners_only());
+    }
+    if !target.has_password {
+        return Err(no_local_password());
+    }
+    people::set_password(&transaction, &user_id, &new_hash).await?;
+    let revoked = people::revoke_user_sessions(&transaction, &user_id).await?;
+    // The address may have been locked out by failures; the new password is usable at once.
+    people::clear_login_failures(&transaction, &target.email).await?;
+    transaction.commit().await.map_err(DbError::from)?;
+    info!(by = %person.user.user_id, user_id = %user_id, revoked_sessions = revoked, "password reset by an administrator");
+    Ok(Json(RevokedSessions {
+        revoked_sessions: revoked,
+    }))
 }

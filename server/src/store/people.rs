@@ -278,6 +278,16 @@ pub struct NewSession<'a> {
     pub via: &'a str,
     /// Absolute lifetime.
     pub lifetime: Duration,
+    /// The client's `User-Agent`, cut to [`MAX_USER_AGENT_CHARS`] (shown to the user only).
+    pub user_agent: &'a str,
+}
+
+/// The most of a `User-Agent` kept with a session (the column's CHECK).
+pub const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// `user_agent` cut to what a session keeps, on a character boundary.
+pub fn bounded_user_agent(user_agent: &str) -> String {
+    user_agent.chars().take(MAX_USER_AGENT_CHARS).collect()
 }
 
 /// Opens a session; its id and absolute expiry.
@@ -290,8 +300,9 @@ pub async fn create_session(
     let lifetime_s = new.lifetime.as_secs_f64();
     let row = tx
         .query_one(
-            "INSERT INTO human_sessions (org_id, session_id, token_sha256, user_id, csrf_token, via, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
+            "INSERT INTO human_sessions (org_id, session_id, token_sha256, user_id, csrf_token, via,
+                 expires_at, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8)
              RETURNING expires_at",
             &[
                 &org_id,
@@ -301,6 +312,7 @@ pub async fn create_session(
                 &new.csrf_token,
                 &new.via,
                 &lifetime_s,
+                &bounded_user_agent(new.user_agent),
             ],
         )
         .await?;
@@ -383,6 +395,133 @@ pub async fn revoke_session(tx: &Transaction<'_>, session_id: &str) -> Result<()
     )
     .await?;
     Ok(())
+}
+
+/// The stored password hash of a user: `None` when the user does not exist, `Some(None)` when
+/// it has no password (SSO only). `lock` takes its row for the rest of the transaction.
+pub async fn password_hash(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    lock: bool,
+) -> Result<Option<Option<String>>, DbError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    Ok(tx
+        .query_opt(
+            &format!("SELECT password_hash FROM users WHERE user_id = $1{lock}"),
+            &[&user_id],
+        )
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// Replaces a user's password hash, only while it is still `expected` (the hash the caller
+/// verified against): a change that raced another one does nothing and answers false.
+pub async fn replace_password(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    expected: &str,
+    new_hash: &str,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .execute(
+            "UPDATE users SET password_hash = $3, updated_at = now()
+             WHERE user_id = $1 AND password_hash = $2",
+            &[&user_id, &expected, &new_hash],
+        )
+        .await?
+        > 0)
+}
+
+/// Sets a user's password hash whatever it was (an administrator's reset); whether the user
+/// exists.
+pub async fn set_password(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    new_hash: &str,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .execute(
+            "UPDATE users SET password_hash = $2, updated_at = now() WHERE user_id = $1",
+            &[&user_id, &new_hash],
+        )
+        .await?
+        > 0)
+}
+
+/// Revokes every live session of a user but `keep`; how many.
+pub async fn revoke_other_sessions(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    keep: &str,
+) -> Result<u64, DbError> {
+    Ok(tx
+        .execute(
+            "UPDATE human_sessions SET revoked_at = now()
+             WHERE user_id = $1 AND session_id <> $2 AND revoked_at IS NULL",
+            &[&user_id, &keep],
+        )
+        .await?)
+}
+
+/// Revokes one session of a user (idempotent); false when the user has no such session.
+pub async fn revoke_own_session(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    session_id: &str,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt(
+            "UPDATE human_sessions SET revoked_at = COALESCE(revoked_at, now())
+             WHERE user_id = $1 AND session_id = $2 RETURNING 1",
+            &[&user_id, &session_id],
+        )
+        .await?
+        .is_some())
+}
+
+/// A person's session as they see it in their list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    /// Its id.
+    pub session_id: String,
+    /// `password` or `oidc`.
+    pub via: String,
+    /// When it was opened.
+    pub created_at: SystemTime,
+    /// When it was last used (written at most once a minute).
+    pub last_used_at: SystemTime,
+    /// Absolute expiry.
+    pub expires_at: SystemTime,
+    /// The client's `User-Agent` at login (`""` when it sent none).
+    pub user_agent: String,
+}
+
+/// A user's live sessions (not revoked, not expired, used within `idle`), newest first.
+pub async fn live_sessions_of(
+    tx: &Transaction<'_>,
+    user_id: &str,
+    idle: Duration,
+) -> Result<Vec<SessionSummary>, DbError> {
+    Ok(tx
+        .query(
+            "SELECT session_id, via, created_at, last_used_at, expires_at, user_agent
+             FROM human_sessions
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+                 AND last_used_at > now() - make_interval(secs => $2)
+             ORDER BY created_at DESC, session_id DESC",
+            &[&user_id, &idle.as_secs_f64()],
+        )
+        .await?
+        .iter()
+        .map(|row| SessionSummary {
+            session_id: row.get(0),
+            via: row.get(1),
+            created_at: row.get(2),
+            last_used_at: row.get(3),
+            expires_at: row.get(4),
+            user_agent: row.get(5),
+        })
+        .collect())
 }
 
 /// Seconds to wait when `email` has had `limit` failed logins in the current window of

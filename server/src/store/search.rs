@@ -304,6 +304,14 @@ pub struct SessionRow {
     pub actions: Value,
     /// Decisions per `risk_level` (`""` for none).
     pub risks: Value,
+    /// When the runtime said it started (its first start), if it told the server.
+    pub started_at: Option<SystemTime>,
+    /// When the runtime said it ended; `None` while it is open or when never told.
+    pub ended_at: Option<SystemTime>,
+    /// The decision count the runtime reported at the end.
+    pub decisions_at_end: Option<i64>,
+    /// Escalations the runtime reported in it (within the filter's time range).
+    pub escalations: i64,
 }
 
 /// A page of sessions.
@@ -335,6 +343,7 @@ pub async fn search_sessions(
         .filter(|c| c.starts_with("occurred_at"))
         .map(|c| format!(" AND e.{c}"))
         .collect::<String>();
+    let escalation_range = range.replace(" AND e.", " AND x.");
     let having = match cursor {
         Some(cursor) => {
             let t = query.param(cursor.last_at);
@@ -361,8 +370,13 @@ pub async fn search_sessions(
              (SELECT jsonb_object_agg(k, n) FROM (
                  SELECT COALESCE(e.risk, '') AS k, count(*) AS n FROM entries e
                  WHERE e.stream = 'trace' AND e.session_id = p.session_id AND e.runtime_id = p.runtime_id{range}
-                 GROUP BY 1) r)
-         FROM page p ORDER BY p.last_at DESC, p.runtime_id DESC, p.session_id DESC",
+                 GROUP BY 1) r),
+             rs.started_at, rs.ended_at, rs.decisions_at_end,
+             (SELECT count(*) FROM escalations x
+              WHERE x.runtime_id = p.runtime_id AND x.session_id = p.session_id{escalation_range})
+         FROM page p LEFT JOIN runtime_sessions rs
+             ON rs.runtime_id = p.runtime_id AND rs.session_id = p.session_id
+         ORDER BY p.last_at DESC, p.runtime_id DESC, p.session_id DESC",
         query.conditions.join(" AND ")
     );
     let rows = tx.query(&sql, &query.params()).await?;
@@ -377,6 +391,10 @@ pub async fn search_sessions(
             decisions: row.get(5),
             actions: row.get::<_, Option<Value>>(6).unwrap_or(Value::Null),
             risks: row.get::<_, Option<Value>>(7).unwrap_or(Value::Null),
+            started_at: row.get(8),
+            ended_at: row.get(9),
+            decisions_at_end: row.get(10),
+            escalations: row.get(11),
         })
         .collect();
     let next = if sessions.len() > limit {

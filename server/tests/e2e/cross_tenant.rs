@@ -28,6 +28,7 @@ async fn snapshot(api: &Api, a: &Session) -> Vec<Value> {
         "/v1/runtimes",
         "/v1/decisions",
         "/v1/sessions",
+        "/v1/escalations",
         "/v1/audit-events",
         "/v1/api-keys",
         "/v1/users",
@@ -160,6 +161,34 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
         }
     })
     .await;
+    // A's runtime reports the session and an escalation in it.
+    runtime_a
+        .send(
+            "session_started",
+            json!({"session_id": "session-of-a", "agent_id": "agent-of-a", "repo": "repo-of-a"}),
+        )
+        .await;
+    runtime_a
+        .send(
+            "escalation_triggered",
+            json!({"session_id": "session-of-a", "agent_id": "agent-of-a", "seq": 3,
+                   "entry_hash": decisions[3]["entry_hash"], "prompt_id": "prompt-of-a",
+                   "matched_rule": "rule-of-a"}),
+        )
+        .await;
+    crate::support::eventually("A's escalation is stored", || {
+        let (api, a) = (&api, &a);
+        async move {
+            api.get("/v1/escalations", a.bearer()).await.body["escalations"]
+                .as_array()
+                .is_some_and(|list| list.len() == 1)
+        }
+    })
+    .await;
+    let a_session_id = api.get("/v1/me", a.bearer()).await.body["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // B has data of its own, so its lists are not trivially empty.
     let mut runtime_b = FakeRuntime::connect(&server, "org-b", &key_b).await;
     runtime_b
@@ -181,6 +210,9 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
         "policy-of-a".to_owned(),
         "rule-of-a".to_owned(),
         "pin-of-a".to_owned(),
+        "repo-of-a".to_owned(),
+        "prompt-of-a".to_owned(),
+        a_session_id.clone(),
         hash_a.clone(),
         decisions[0]["entry_id"].as_str().unwrap().to_owned(),
     ];
@@ -252,6 +284,7 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                 | ("GET", "/v1/runtimes/{runtime_id}/sessions/{session_id}")
                 | ("DELETE", "/v1/api-keys/{key_id}")
                 | ("PATCH", "/v1/users/{user_id}")
+                | ("POST", "/v1/users/{user_id}/password")
                 | ("GET", "/v1/runtimes/{runtime_id}/policy")
                 | ("GET", "/v1/policies/{name}")
                 | ("DELETE", "/v1/policies/{name}")
@@ -263,6 +296,9 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                 | ("GET", "/v1/policies/{name}/diff") => {
                     let body = match (method.as_str(), template.as_str()) {
                         ("PATCH", _) => Some(json!({"role": "viewer", "disabled": true})),
+                        (_, "/v1/users/{user_id}/password") => {
+                            Some(json!({"new_password": "a password of b's choosing"}))
+                        }
                         (_, "/v1/policies/{name}/versions/{version}/test") => {
                             Some(json!({"prompt_text": "Continue?"}))
                         }
@@ -312,6 +348,7 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                 }
                 ("GET", "/v1/decisions")
                 | ("GET", "/v1/sessions")
+                | ("GET", "/v1/escalations")
                 | ("GET", "/v1/audit-events") => {
                     for query in [
                         String::new(),
@@ -323,7 +360,7 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                         let answer = api.get(&format!("{path}{query}"), b.bearer()).await;
                         assert_eq!(answer.status, 200, "{path}{query}: {:?}", answer.body);
                         assert_nothing_of_a(&path, &answer);
-                        let list = ["decisions", "sessions", "events"]
+                        let list = ["decisions", "sessions", "escalations", "events"]
                             .iter()
                             .find_map(|name| answer.body.get(*name))
                             .unwrap();
@@ -406,6 +443,41 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
                         .await;
                     assert_eq!(answer.status, 201, "{:?}", answer.body);
                     assert_ne!(answer.body["user_id"], owner_a_id.as_str());
+                }
+                ("GET", "/v1/me/sessions") => {
+                    let answer = api.get(&path, b.bearer()).await;
+                    assert_eq!(answer.status, 200);
+                    assert_nothing_of_a(&path, &answer);
+                }
+                ("DELETE", "/v1/me/sessions/{session_id}") => {
+                    // A's login session is not B's to revoke: the 404 of one that never was.
+                    let mine = format!("/v1/me/sessions/{}", segment(&a_session_id));
+                    let answer = api.delete(&mine, b.bearer()).await;
+                    answer.assert_error(404, "NOT_FOUND");
+                    let twin = api.delete("/v1/me/sessions/no-session", b.bearer()).await;
+                    assert_eq!(without_request_id(&answer), without_request_id(&twin));
+                    assert_eq!(api.get("/v1/me", a.bearer()).await.status, 200);
+                }
+                ("POST", "/v1/me/sessions/revoke-others") => {
+                    let answer = api.call(method.clone(), &path, b.bearer(), None, &[]).await;
+                    assert_eq!(answer.status, 200, "{:?}", answer.body);
+                    assert_eq!(api.get("/v1/me", a.bearer()).await.status, 200);
+                    assert_eq!(api.get("/v1/me", b.bearer()).await.status, 200);
+                }
+                ("POST", "/v1/me/password") => {
+                    // A person of B changes B's password; A's, the same before, stays.
+                    server.user("org-b", "changer-b@example.com", "viewer", PASSWORD);
+                    let twin = api.login("org-b", "changer-b@example.com", PASSWORD).await;
+                    let answer = api
+                        .post(
+                            &path,
+                            twin.bearer(),
+                            json!({"current_password": PASSWORD, "new_password": "b's very own password"}),
+                        )
+                        .await;
+                    assert_eq!(answer.status, 200, "{:?}", answer.body);
+                    assert_eq!(api.get("/v1/me", a.bearer()).await.status, 200);
+                    api.login("org-a", "owner-a@example.com", PASSWORD).await;
                 }
                 ("GET", "/v1/me") => {
                     let answer = api.get(&path, b.bearer()).await;
@@ -498,7 +570,7 @@ async fn a_person_of_another_org_can_neither_see_nor_change_anything_through_any
             walked += 1;
         }
     }
-    assert!(walked >= 37, "walked {walked} operations");
+    assert!(walked >= 43, "walked {walked} operations");
     // B uploads to A's policy's name: that is B's own policy, numbered from 1; A's is untouched.
     let path = deferred_upload.expect("the upload route was walked");
     let yaml = "policy_version: \"1\"\nname: policy-of-a\nrules: []\n";

@@ -9,6 +9,7 @@
 // A test fails by panicking; in the fixtures too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod cross_tenant;
 mod daemons;
 mod database_tls;
@@ -20,6 +21,7 @@ mod people;
 mod policies;
 mod replicas;
 mod runtime_channel;
+mod runtime_reports;
 mod search;
 mod support;
 mod tenant_isolation;

@@ -22,6 +22,8 @@ const TENANT_TABLES: &[&str] = &[
     "human_sessions",
     "login_throttle",
     "oidc_logins",
+    "runtime_sessions",
+    "escalations",
 ];
 
 /// Creates `org` with a key and a runtime that has streamed a few entries, as the app role.
@@ -58,6 +60,20 @@ async fn populate(db: &TestDb, org: &str, runtime_id: &str) {
         "INSERT INTO checkpoints (org_id, runtime_id, checkpoint_seq, checkpoint_hash,
              prev_checkpoint_hash, epoch, entry_hash, verdict, body)
          VALUES ($1, $2, 0, 'h', 'p', 0, 'e', 'unverifiable', '{}')",
+        &[&org, &runtime_id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO runtime_sessions (org_id, runtime_id, session_id, started_at)
+         VALUES ($1, $2, 's1', now())",
+        &[&org, &runtime_id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "INSERT INTO escalations (org_id, runtime_id, seq, entry_hash, session_id, occurred_at)
+         VALUES ($1, $2, 0, 'h', 's1', now())",
         &[&org, &runtime_id],
     )
     .await

@@ -301,6 +301,15 @@ impl FakeRuntime {
         envelope.message_id
     }
 
+    /// A signed envelope stamped `timestamp` (the runtime's clock), as text: sent with
+    /// [`Self::send_raw`], as often as a test wants the very same message to arrive.
+    pub fn envelope_at(&mut self, kind: &str, payload: Value, timestamp: &str) -> String {
+        self.sequence += 1;
+        let mut envelope = Envelope::new(kind, &self.org, &self.runtime_id, self.sequence, payload);
+        envelope.timestamp = timestamp.to_owned();
+        envelope.signed(&self.key).to_text()
+    }
+
     /// Sends a raw frame, as a broken or hostile runtime would.
     pub async fn send_raw(&mut self, message: Message) {
         self.socket.send(message).await.expect("send to the server");
