@@ -323,7 +323,8 @@ pub struct SessionPage {
     pub next: Option<SessionCursor>,
 }
 
-/// Sessions aggregated from their decisions, most recently active first.
+/// Sessions aggregated from their decisions, and those the runtimes reported that have none
+/// yet, most recently active first.
 pub async fn search_sessions(
     tx: &Transaction<'_>,
     filter: &SessionFilter,
@@ -344,23 +345,40 @@ pub async fn search_sessions(
         .map(|c| format!(" AND e.{c}"))
         .collect::<String>();
     let escalation_range = range.replace(" AND e.", " AND x.");
-    let having = match cursor {
+    // A session the runtime reported but that has no decision (yet) is listed too, from its
+    // reported times, under the same filters (its reported start stands for the decisions' times).
+    let undecided_filter = query.conditions[1..]
+        .iter()
+        .map(|c| format!(" AND rs.{}", c.replace("occurred_at", "started_at")))
+        .collect::<String>();
+    let after_cursor = match cursor {
         Some(cursor) => {
             let t = query.param(cursor.last_at);
             let r = query.param(cursor.runtime_id.clone());
             let s = query.param(cursor.session_id.clone());
-            format!("HAVING (max(occurred_at), runtime_id, session_id) < ({t}, {r}, {s})")
+            format!("WHERE (last_at, runtime_id, session_id) < ({t}, {r}, {s})")
         }
         None => String::new(),
     };
     let fetch = query.param(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
     // The per-session counts read the session index, for the page's sessions only.
     let sql = format!(
-        "WITH page AS (
+        "WITH decided AS (
              SELECT runtime_id, session_id, max(agent_id) AS agent_id, min(occurred_at) AS first_at,
                  max(occurred_at) AS last_at, count(*) AS decisions
              FROM entries WHERE {}
-             GROUP BY runtime_id, session_id {having}
+             GROUP BY runtime_id, session_id),
+         undecided AS (
+             SELECT rs.runtime_id, rs.session_id, rs.agent_id,
+                 COALESCE(rs.started_at, rs.ended_at, rs.updated_at) AS first_at,
+                 COALESCE(rs.ended_at, rs.started_at, rs.updated_at) AS last_at,
+                 0::bigint AS decisions
+             FROM runtime_sessions rs
+             WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.stream = 'trace'
+                 AND e.runtime_id = rs.runtime_id AND e.session_id = rs.session_id){undecided_filter}),
+         page AS (
+             SELECT * FROM (SELECT * FROM decided UNION ALL SELECT * FROM undecided) sessions
+             {after_cursor}
              ORDER BY last_at DESC, runtime_id DESC, session_id DESC LIMIT {fetch})
          SELECT p.runtime_id, p.session_id, p.agent_id, p.first_at, p.last_at, p.decisions,
              (SELECT jsonb_object_agg(k, n) FROM (

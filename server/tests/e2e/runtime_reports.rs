@@ -110,6 +110,9 @@ async fn daemons_sessions_and_escalations_reach_the_servers_rest_api_and_live_st
         )
         .unwrap();
     assert_eq!(escalated_second["action"], "require_human");
+    // A session started that has no decision yet.
+    conn.call("session.start", json!({"session_id": "sess-3"}))
+        .unwrap();
 
     // /v1/sessions: the decisions aggregated, with the times and counts the runtime reported.
     eventually(
@@ -157,6 +160,21 @@ async fn daemons_sessions_and_escalations_reach_the_servers_rest_api_and_live_st
         open["ended_at"].is_null() && open["started_at"].is_string(),
         "{open}"
     );
+    // The session without decisions is listed from what the runtime reported.
+    eventually("the session without decisions is listed", || {
+        let (api, owner, second_id) = (&api, &owner, &second_id);
+        async move { session_of(api, owner, second_id, "sess-3").await.is_some() }
+    })
+    .await;
+    let quiet = session_of(&api, &owner, &second_id, "sess-3")
+        .await
+        .unwrap();
+    assert_eq!(quiet["decisions"], 0, "{quiet}");
+    assert!(
+        quiet["started_at"].is_string() && quiet["ended_at"].is_null(),
+        "{quiet}"
+    );
+    assert_eq!(quiet["first_at"], quiet["started_at"], "{quiet}");
     // The item route says the same.
     let path = format!(
         "/v1/runtimes/{}/sessions/sess-1",
@@ -199,7 +217,7 @@ async fn daemons_sessions_and_escalations_reach_the_servers_rest_api_and_live_st
 
     // The live stream told of each as it happened.
     let mut seen = Vec::new();
-    while seen.len() < 5 {
+    while seen.len() < 6 {
         let event = next_of_any(&mut live, &["session", "escalation"]).await;
         let payload = &event["payload"];
         seen.push((
@@ -214,6 +232,7 @@ async fn daemons_sessions_and_escalations_reach_the_servers_rest_api_and_live_st
         ("session", "ended", "sess-1"),
         ("session", "started", "sess-2"),
         ("escalation", "", "sess-2"),
+        ("session", "started", "sess-3"),
     ] {
         let expected = (
             expected.0.to_owned(),
