@@ -27,6 +27,10 @@ pub enum DbError {
     /// The configured URL is not a PostgreSQL connection string.
     #[error("bad database URL: {0}")]
     BadUrl(String),
+    /// A stored value does not read as what the server wrote (an entry's body that is not
+    /// JSON): only damage to the database can cause it.
+    #[error("a stored value does not read: {0}")]
+    Stored(String),
 }
 
 impl DbError {
@@ -45,7 +49,7 @@ impl DbError {
                             || *code == SqlState::CANNOT_CONNECT_NOW
                     })
             }
-            DbError::BadUrl(_) => false,
+            DbError::BadUrl(_) | DbError::Stored(_) => false,
         }
     }
 }

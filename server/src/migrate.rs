@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "policies",
         sql: include_str!("../migrations/0004_policies.sql"),
     },
+    Migration {
+        version: 5,
+        name: "cheaper_ingest",
+        sql: include_str!("../migrations/0005_cheaper_ingest.sql"),
+    },
 ];
 
 /// Tables the app role may read and append to but never change or delete: the evidence, and the

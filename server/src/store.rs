@@ -3,7 +3,7 @@
 //! keeps organisations apart, so a missing `WHERE org_id` cannot leak a row.
 
 pub mod api_keys;
-mod jsonb_text;
+mod body_text;
 pub mod people;
 pub mod policies;
 pub mod registry;
@@ -26,7 +26,7 @@ use crate::chain::{
 use crate::db::DbError;
 use crate::entry_columns::{SearchColumns, decision_summary, search_columns};
 use crate::live::{self, LiveEvent, PublishError};
-use jsonb_text::JsonbText;
+use body_text::BodyText;
 
 /// Findings recorded per batch at most (a garbage batch must not write thousands of flags).
 const MAX_FLAGS_PER_BATCH: usize = 10;
@@ -283,7 +283,7 @@ pub async fn ingest(
         let hashes: Vec<&str> = fresh.iter().map(|r| r.facts.entry_hash.as_str()).collect();
         let prevs: Vec<&str> = fresh.iter().map(|r| r.facts.prev_hash.as_str()).collect();
         let oks: Vec<bool> = fresh.iter().map(|r| r.facts.hash_ok).collect();
-        let bodies: Vec<JsonbText<'_>> = fresh.iter().map(|r| JsonbText(&r.text)).collect();
+        let bodies: Vec<BodyText<'_>> = fresh.iter().map(|r| BodyText(&r.text)).collect();
         // The searchable fields, in columns of their own (migration 0003).
         let received = SystemTime::now();
         let columns: Vec<SearchColumns> = fresh
@@ -300,7 +300,7 @@ pub async fn ingest(
         tx.execute(
             "INSERT INTO entries (org_id, runtime_id, stream, seq, entry_id, entry_hash, prev_hash, hash_ok, body,
                  occurred_at, session_id, agent_id, action, risk, event_type)
-             SELECT $1, $2, $3, * FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::jsonb[],
+             SELECT $1, $2, $3, * FROM UNNEST($4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[],
                  $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
              ON CONFLICT DO NOTHING",
             &[
