@@ -31,6 +31,10 @@ pub enum DbError {
     /// The pool cannot be built.
     #[error("cannot build the connection pool: {0}")]
     Pool(String),
+    /// A stored value does not read as what the server wrote (an entry's body that is not
+    /// JSON): only damage to the database can cause it.
+    #[error("a stored value does not read: {0}")]
+    Stored(String),
 }
 
 impl DbError {
@@ -49,7 +53,7 @@ impl DbError {
                             || *code == SqlState::CANNOT_CONNECT_NOW
                     })
             }
-            DbError::Target(_) | DbError::Pool(_) => false,
+            DbError::Target(_) | DbError::Pool(_) | DbError::Stored(_) => false,
         }
     }
 }

@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_policies.sql"),
     },
     Migration {
+        version: 5,
+        name: "cheaper_ingest",
+        sql: include_str!("../migrations/0005_cheaper_ingest.sql"),
+    },
+    Migration {
         version: 6,
         name: "sessions_escalations",
         sql: include_str!("../migrations/0006_sessions_escalations.sql"),

@@ -7,7 +7,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical::to_canonical_vec;
+use crate::canonical::{to_canonical_vec, write_canonical, write_string};
 use crate::trace::canonical_of_stored;
 use crate::trace::checkpoint::{decode_signature, encode_signature};
 
@@ -73,12 +73,29 @@ impl Envelope {
     }
 
     /// The bytes the signature covers: JCS of every member but `signature`.
+    ///
+    /// Written from the members as they are, in canonical order (the keys are ASCII, so UTF-16
+    /// order is byte order), like [`BatchFrame::sign`]: going through `serde_json::to_value`
+    /// first copied the whole payload, every entry of a batch, for each message verified.
     pub fn signing_input(&self) -> Vec<u8> {
-        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(members) = &mut value {
-            members.remove("signature");
-        }
-        to_canonical_vec(&value)
+        // A batch's canonical form is about its message's size: one allocation, no regrowth.
+        let mut out = Vec::with_capacity(MAX_MESSAGE_BYTES);
+        out.extend_from_slice(b"{\"message_id\":");
+        write_string(&self.message_id, &mut out);
+        out.extend_from_slice(b",\"org_id\":");
+        write_string(&self.org_id, &mut out);
+        out.extend_from_slice(b",\"payload\":");
+        write_canonical(&self.payload, &mut out);
+        out.extend_from_slice(b",\"runtime_id\":");
+        write_string(&self.runtime_id, &mut out);
+        out.extend_from_slice(b",\"sequence\":");
+        write_canonical(&Value::from(self.sequence), &mut out);
+        out.extend_from_slice(b",\"timestamp\":");
+        write_string(&self.timestamp, &mut out);
+        out.extend_from_slice(b",\"type\":");
+        write_string(&self.kind, &mut out);
+        out.push(b'}');
+        out
     }
 
     /// Signs the envelope with `key`.
@@ -144,7 +161,6 @@ pub struct BatchFrame<'a> {
 impl BatchFrame<'_> {
     /// The signed frame, and its message id.
     pub fn sign(&self, lines: &[&str], key: &SigningKey) -> (String, String) {
-        use crate::canonical::write_string;
         let message_id = uuid::Uuid::now_v7().to_string();
         let timestamp = jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
@@ -222,6 +238,22 @@ mod tests {
             unsigned.verify(&key(1).verifying_key()),
             Err(EnvelopeError::Unsigned)
         );
+    }
+
+    #[test]
+    fn the_signing_input_is_the_jcs_of_the_members_but_the_signature() {
+        let payload = json!({
+            "stream": "trace", "from_seq": 0, "to_seq": 1,
+            "entries": [
+                {"seq": 0, "z": "é\u{1F600}\n", "a": [1, 2.5, -3, null, true], "entry_hash": "x"},
+                {"seq": 1, "nested": {"b": 1, "a": {"\u{e9}": 0, "e": 1}}, "big": 18446744073709551615u64},
+            ],
+        });
+        let envelope =
+            Envelope::new("audit_batch", "org-1", "ed25519:abc", u64::MAX, payload).signed(&key(7));
+        let mut value = serde_json::to_value(&envelope).unwrap();
+        value.as_object_mut().unwrap().remove("signature");
+        assert_eq!(envelope.signing_input(), to_canonical_vec(&value));
     }
 
     #[test]

@@ -262,10 +262,7 @@ fn report_search(fleet: &dataset::Fleet, built: &dataset::Built, searches: &[Mea
         if built.left_out.is_empty() {
             "none".to_owned()
         } else {
-            format!(
-                "the primary key, the foreign key and {}",
-                built.left_out.join(", ")
-            )
+            format!("the primary key and {}", built.left_out.join(", "))
         },
         built.insert.as_secs_f64(),
         built.indexes.as_secs_f64(),

@@ -82,10 +82,15 @@ fn kinds() -> Vec<(&'static str, usize, Draw)> {
                 },
             )
         }),
+        // Common values have no index of their own (migration 0005): the time index, filtered.
+        ("action = auto_reply (70 %)", 1, |_, _| {
+            actions(&["auto_reply"])
+        }),
         ("action = deny (5 %)", 1, |_, _| actions(&["deny"])),
         ("action = require_human,deny (20 %)", 1, |_, _| {
             actions(&["require_human", "deny"])
         }),
+        ("risk = low (30 %)", 1, |_, _| risks(&["low"], None)),
         ("risk = critical (2 %)", 1, |_, _| {
             risks(&["critical"], None)
         }),

@@ -78,7 +78,7 @@ pub struct EntryRow {
     pub event_type: Option<String>,
     /// Whether its hash verified.
     pub hash_ok: bool,
-    /// The entry as received (metadata only).
+    /// The entry as received (metadata only), from the stored text.
     pub body: Value,
 }
 
@@ -172,8 +172,17 @@ const ENTRY_COLUMNS: &str =
     "runtime_id, seq, entry_id, occurred_at, session_id, agent_id, action, risk,
      event_type, hash_ok, body";
 
-fn entry_of(row: &tokio_postgres::Row) -> EntryRow {
-    EntryRow {
+fn entry_of(row: &tokio_postgres::Row) -> Result<EntryRow, DbError> {
+    // Stored as text (migration 0005): parsed here, for the page's rows only.
+    let body: &str = row.get(10);
+    let body = serde_json::from_str(body).map_err(|e| {
+        DbError::Stored(format!(
+            "the body of entry {} of {} is not JSON: {e}",
+            row.get::<_, i64>(1),
+            row.get::<_, &str>(0)
+        ))
+    })?;
+    Ok(EntryRow {
         runtime_id: row.get(0),
         seq: row.get(1),
         entry_id: row.get(2),
@@ -184,8 +193,8 @@ fn entry_of(row: &tokio_postgres::Row) -> EntryRow {
         risk: row.get(7),
         event_type: row.get(8),
         hash_ok: row.get(9),
-        body: row.get(10),
-    }
+        body,
+    })
 }
 
 async fn page(
@@ -208,7 +217,7 @@ async fn page(
         query.conditions.join(" AND ")
     );
     let rows = tx.query(&sql, &query.params()).await?;
-    let mut entries: Vec<EntryRow> = rows.iter().map(entry_of).collect();
+    let mut entries: Vec<EntryRow> = rows.iter().map(entry_of).collect::<Result<_, _>>()?;
     let next = if entries.len() > limit {
         entries.truncate(limit);
         entries.last().map(|last| EntryCursor {
