@@ -1,0 +1,185 @@
+import { useEffect, useRef, useState } from 'react';
+import { api } from '../api/client';
+import type { DecisionEvent, RuntimeList, SessionList, Session } from '../api/types';
+import { Badge, ChainSummary, ErrorBox, Link, Loading, PageHeader, TableWrap, statusTone } from '../components';
+import { useLiveEvent, useLoad, useNow, useResync } from '../hooks';
+import { ago, shortId, timeText } from '../lib/format';
+import { addDecision, pushRecent, rateText, statsFromSessions, utcMidnight, type DayStats } from '../lib/stats';
+import { pathOf } from '../lib/router';
+
+/** How many recent events the overview shows: a fixed number of fixed-height slots, so a new
+ *  event changes the slots' text and moves nothing on the page. */
+const RECENT_SLOTS = 8;
+/** Sessions read for the day's figures (5 pages of 500); beyond that the figures say so. */
+const MAX_SESSION_PAGES = 5;
+
+async function loadDay(): Promise<{ stats: DayStats; sessions: number }> {
+  const since = utcMidnight(new Date());
+  const all: Session[] = [];
+  let cursor: string | null | undefined;
+  let pages = 0;
+  do {
+    const page: SessionList = await api.get<SessionList>('/v1/sessions', { from: since.toISOString(), limit: 500, cursor });
+    all.push(...page.sessions);
+    cursor = page.next_cursor;
+    pages += 1;
+  } while (cursor && pages < MAX_SESSION_PAGES);
+  return { stats: statsFromSessions(since, all, !cursor), sessions: all.length };
+}
+
+export function Fleet() {
+  const now = useNow();
+  const runtimes = useLoad(() => api.get<RuntimeList>('/v1/runtimes', { limit: 500 }), []);
+  const day = useLoad(loadDay, []);
+  const [recent, setRecent] = useState<DecisionEvent[]>([]);
+  const reloadTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+
+  // The newest events on first load, from REST; live ones are added in front.
+  useEffect(() => {
+    api.get<{ decisions: DecisionEvent[] }>('/v1/decisions', { limit: RECENT_SLOTS }).then(
+      (page) => setRecent((old) => (old.length ? old : page.decisions.map(({ ...d }) => d))),
+      () => {},
+    );
+  }, []);
+
+  const reloadRuntimesSoon = () => {
+    if (reloadTimer.current) return;
+    reloadTimer.current = setTimeout(() => {
+      reloadTimer.current = null;
+      runtimes.reload();
+    }, 300);
+  };
+  useEffect(() => () => {
+    if (reloadTimer.current) clearTimeout(reloadTimer.current);
+  }, []);
+
+  useLiveEvent((event) => {
+    if (event.kind === 'decision') {
+      const d = event.payload;
+      setRecent((old) => pushRecent(old, d, RECENT_SLOTS));
+      day.set((old) => (old ? { ...old, stats: addDecision(old.stats, d) } : old));
+      // A runtime not listed yet, or last seen long ago: its row changes.
+      if (!runtimes.data?.runtimes.some((r) => r.runtime_id === d.runtime_id)) reloadRuntimesSoon();
+    } else if (event.kind === 'runtime_status' || event.kind === 'chain_status') {
+      reloadRuntimesSoon();
+    }
+  });
+  useResync(() => {
+    runtimes.reload();
+    day.reload();
+  });
+
+  const list = runtimes.data?.runtimes ?? [];
+  const active = list.filter((r) => r.status === 'active').length;
+  const stats = day.data?.stats;
+
+  return (
+    <section aria-labelledby="page-title">
+      <PageHeader title="Fleet" />
+      <dl className="figures">
+        <div className="figure">
+          <dt>Active runtimes</dt>
+          <dd data-figure="active-runtimes">{runtimes.data ? `${active} / ${list.length}` : '…'}</dd>
+        </div>
+        <div className="figure">
+          <dt>Sessions today</dt>
+          <dd data-figure="sessions-today">{day.data ? day.data.sessions : '…'}</dd>
+        </div>
+        <div className="figure">
+          <dt>Decisions today</dt>
+          <dd data-figure="decisions-today">{stats ? stats.decisions : '…'}</dd>
+        </div>
+        <div className="figure">
+          <dt>Escalation rate</dt>
+          <dd data-figure="escalation-rate" title="Decisions that asked a person (require_human) today">
+            {stats ? rateText(stats) : '…'}
+          </dd>
+        </div>
+      </dl>
+      {stats && !stats.complete ? <p className="muted">Figures count the first {MAX_SESSION_PAGES * 500} sessions of the day.</p> : null}
+      <ErrorBox error={day.error} />
+
+      <div className="two-columns">
+        <div>
+          <h2>Runtimes</h2>
+          <ErrorBox error={runtimes.error} />
+          {runtimes.loading && !runtimes.data ? <Loading what="runtimes" /> : null}
+          {runtimes.data && list.length === 0 ? (
+            <p className="muted">No runtime has connected yet. Point a daemon's `[cloud]` section at this server.</p>
+          ) : null}
+          {list.length > 0 ? (
+            <TableWrap label="Runtimes">
+              <table className="table" id="runtimes-table">
+                <thead>
+                  <tr>
+                    <th scope="col">Runtime</th>
+                    <th scope="col">Status</th>
+                    <th scope="col">Witness</th>
+                    <th scope="col">Trace chain</th>
+                    <th scope="col">Last seen</th>
+                    <th scope="col">Version</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {list.map((r) => (
+                    <tr key={r.runtime_id} data-runtime={r.runtime_id}>
+                      <td>
+                        <Link to={pathOf({ name: 'runtime', runtimeId: r.runtime_id })} title={r.runtime_id}>
+                          <code>{shortId(r.runtime_id)}</code>
+                        </Link>
+                      </td>
+                      <td>
+                        <Badge tone={statusTone(r.status)}>{r.status}</Badge>
+                      </td>
+                      <td>
+                        <Badge tone={statusTone(r.witness_status)}>{r.witness_status}</Badge>
+                        {r.flag_count > 0 ? <span className="muted"> {r.flag_count} flags</span> : null}
+                      </td>
+                      <td>
+                        <ChainSummary chain={r.chains.find((c) => c.stream === 'trace')} />
+                      </td>
+                      <td title={timeText(r.last_seen)}>{ago(r.last_seen, now)}</td>
+                      <td>
+                        {r.agent_version} <span className="muted">{r.edition}</span>
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </TableWrap>
+          ) : null}
+        </div>
+        <div>
+          <h2 id="recent-title">Last decisions</h2>
+          <ol className="recent" aria-labelledby="recent-title" aria-live="polite" id="recent-decisions">
+            {Array.from({ length: RECENT_SLOTS }, (_, i) => {
+              const d = recent[i];
+              return (
+                <li key={i} className="recent-slot" data-slot={i} data-session={d?.session_id ?? ''} data-action={d?.action ?? ''}>
+                  {d ? (
+                    <>
+                      <span className={`action action-${d.action ?? 'none'}`}>{d.action ?? '—'}</span>
+                      <span className="recent-what">
+                        {d.session_id ? (
+                          <Link to={pathOf({ name: 'session', runtimeId: d.runtime_id, sessionId: d.session_id })}>{d.session_id}</Link>
+                        ) : (
+                          '—'
+                        )}{' '}
+                        <span className="muted">
+                          risk {d.risk ?? '—'} · <code>{shortId(d.runtime_id, 6)}</code>#{d.seq}
+                        </span>
+                      </span>
+                      <span className="recent-when muted">{ago(d.occurred_at, now)}</span>
+                    </>
+                  ) : (
+                    <span className="muted">—</span>
+                  )}
+                </li>
+              );
+            })}
+          </ol>
+        </div>
+      </div>
+    </section>
+  );
+}
