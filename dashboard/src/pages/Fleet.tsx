@@ -158,7 +158,9 @@ export function Fleet() {
                 <li key={i} className="recent-slot" data-slot={i} data-session={d?.session_id ?? ''} data-action={d?.action ?? ''}>
                   {d ? (
                     <>
-                      <span className={`action action-${d.action ?? 'none'}`}>{d.action ?? '—'}</span>
+                      <span>
+                        <span className={`action action-${d.action ?? 'none'}`}>{d.action ?? '—'}</span>
+                      </span>
                       <span className="recent-what">
                         {d.session_id ? (
                           <Link to={pathOf({ name: 'session', runtimeId: d.runtime_id, sessionId: d.session_id })}>{d.session_id}</Link>

@@ -11,6 +11,7 @@
 
 mod cross_tenant;
 mod daemons;
+mod dashboard;
 mod database_tls;
 mod ingest;
 mod live;
