@@ -15,10 +15,12 @@ export function problemsByLine(problems: readonly PolicyProblem[]): Map<number, 
 
 /** The character offset of `line` (1-based) and `column` (1-based, in characters) in `text`. */
 export function offsetOf(text: string, line: number, column: number): number {
-  let offset = 0;
   const lines = text.split('\n');
-  for (let i = 0; i < Math.min(line - 1, lines.length); i++) offset += (lines[i]?.length ?? 0) + 1;
-  const current = lines[Math.max(0, Math.min(line - 1, lines.length - 1))] ?? '';
+  // A line past the end is the last line: the caret goes there rather than nowhere.
+  const index = Math.max(0, Math.min(line - 1, lines.length - 1));
+  let offset = 0;
+  for (let i = 0; i < index; i++) offset += (lines[i]?.length ?? 0) + 1;
+  const current = lines[index] ?? '';
   return offset + Math.max(0, Math.min(column - 1, current.length));
 }
 

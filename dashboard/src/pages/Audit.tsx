@@ -236,8 +236,7 @@ export function Audit() {
             <thead>
               <tr>
                 <th scope="col">
-                  <span className="sr-only">Chain</span>
-                  <span aria-hidden="true">⛓</span>
+Chain
                 </th>
                 <th scope="col">Time (UTC)</th>
                 <th scope="col">Runtime · seq</th>

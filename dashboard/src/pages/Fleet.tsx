@@ -13,7 +13,7 @@ const RECENT_SLOTS = 8;
 /** Sessions read for the day's figures (5 pages of 500); beyond that the figures say so. */
 const MAX_SESSION_PAGES = 5;
 
-async function loadDay(): Promise<{ stats: DayStats; sessions: number }> {
+async function loadDay(): Promise<{ stats: DayStats; sessions: Set<string> }> {
   const since = utcMidnight(new Date());
   const all: Session[] = [];
   let cursor: string | null | undefined;
@@ -24,8 +24,10 @@ async function loadDay(): Promise<{ stats: DayStats; sessions: number }> {
     cursor = page.next_cursor;
     pages += 1;
   } while (cursor && pages < MAX_SESSION_PAGES);
-  return { stats: statsFromSessions(since, all, !cursor), sessions: all.length };
+  return { stats: statsFromSessions(since, all, !cursor), sessions: new Set(all.map((s) => sessionKey(s.runtime_id, s.session_id))) };
 }
+
+const sessionKey = (runtimeId: string, sessionId: string | null) => `${runtimeId}/${sessionId ?? ''}`;
 
 export function Fleet() {
   const now = useNow();
@@ -57,7 +59,12 @@ export function Fleet() {
     if (event.kind === 'decision') {
       const d = event.payload;
       setRecent((old) => pushRecent(old, d, RECENT_SLOTS));
-      day.set((old) => (old ? { ...old, stats: addDecision(old.stats, d) } : old));
+      day.set((old) => {
+        if (!old || Date.parse(d.occurred_at) < Date.parse(old.stats.since)) return old;
+        const key = sessionKey(d.runtime_id, d.session_id);
+        const sessions = old.sessions.has(key) ? old.sessions : new Set([...old.sessions, key]);
+        return { stats: addDecision(old.stats, d), sessions };
+      });
       // A runtime not listed yet, or last seen long ago: its row changes.
       if (!runtimes.data?.runtimes.some((r) => r.runtime_id === d.runtime_id)) reloadRuntimesSoon();
     } else if (event.kind === 'runtime_status' || event.kind === 'chain_status') {
@@ -83,7 +90,7 @@ export function Fleet() {
         </div>
         <div className="figure">
           <dt>Sessions today</dt>
-          <dd data-figure="sessions-today">{day.data ? day.data.sessions : '…'}</dd>
+          <dd data-figure="sessions-today">{day.data ? day.data.sessions.size : '…'}</dd>
         </div>
         <div className="figure">
           <dt>Decisions today</dt>
