@@ -304,7 +304,8 @@ try {
   await heading(page, 'Runtime');
   await page.locator('#runtime-policy [data-in-sync="true"]').waitFor({ timeout: WAIT });
   await page.locator('#runtime-chains [data-stream="trace"][data-status="continuous"]').waitFor({ timeout: WAIT });
-  log('the runtime reports the distributed policy loaded (in sync)');
+  await page.locator('#runtime-checkpoints tr[data-verdict="verified"]').first().waitFor({ timeout: WAIT });
+  log('the runtime reports the distributed policy loaded (in sync); its checkpoints are verified');
   await accessible(page, 'runtime');
   await shot(page, 'runtime-detail');
 

@@ -66,8 +66,18 @@ export interface Flag {
   flagged_at: string;
 }
 
+export interface Checkpoint {
+  checkpoint_seq: number;
+  checkpoint_hash: string;
+  epoch: number;
+  seq: number | null;
+  verdict: 'verified' | 'unverifiable' | 'bad' | string;
+  received_at: string;
+}
+
 export interface RuntimeDetail extends Runtime {
   flags: Flag[];
+  checkpoints: Checkpoint[];
 }
 
 export interface Page {

@@ -142,6 +142,39 @@ export function RuntimePage({ runtimeId }: { runtimeId: string }) {
             ) : null}
           </div>
           <div className="card">
+            <h2>Checkpoints</h2>
+            <p className="muted">Signed by the runtime's key; each verified against the one before it.</p>
+            {r.checkpoints.length === 0 ? <p className="muted">None received yet.</p> : null}
+            {r.checkpoints.length > 0 ? (
+              <TableWrap label="Checkpoints">
+                <table className="table" id="runtime-checkpoints">
+                  <thead>
+                    <tr>
+                      <th scope="col">#</th>
+                      <th scope="col">Covers seq</th>
+                      <th scope="col">Verdict</th>
+                      <th scope="col">Received</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {r.checkpoints.map((c) => (
+                      <tr key={c.checkpoint_seq} data-verdict={c.verdict}>
+                        <td>
+                          {c.checkpoint_seq} <code title={c.checkpoint_hash}>{shortHash(c.checkpoint_hash)}</code>
+                        </td>
+                        <td className="num">{c.seq ?? '—'}</td>
+                        <td>
+                          <Badge tone={c.verdict === 'verified' ? 'ok' : c.verdict === 'bad' ? 'bad' : 'warn'}>{c.verdict}</Badge>
+                        </td>
+                        <td>{timeText(c.received_at)}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </TableWrap>
+            ) : null}
+          </div>
+          <div className="card">
             <h2>Findings</h2>
             {r.flags.length === 0 ? <p className="muted">None.</p> : null}
             <ul className="plain">

@@ -187,6 +187,24 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
         hash.as_str(),
         "{decision}"
     );
+    // The checkpoints the runtime page lists are the runtime's, as the server judged them.
+    let runtime = api
+        .get(
+            &format!(
+                "/v1/runtimes/{}",
+                crate::support::api::segment(&daemon.runtime_id())
+            ),
+            person.bearer(),
+        )
+        .await;
+    assert_eq!(runtime.status, 200, "{:?}", runtime.body);
+    let checkpoints = runtime.body["checkpoints"].as_array().expect("checkpoints");
+    assert!(!checkpoints.is_empty(), "{}", runtime.body);
+    assert!(
+        checkpoints.iter().all(|c| c["verdict"] == "verified"),
+        "{}",
+        runtime.body
+    );
     let shots = std::fs::read_dir(dashboard_dir().join("test-results/screenshots"))
         .expect("the screenshots directory")
         .count();
