@@ -262,6 +262,11 @@ try {
     '',
   ].join('\n');
   const editor = page.getByLabel(`YAML of policy ${POLICY}`);
+  // No keyboard trap: Tab indents inside the editor, Esc then Tab leaves it.
+  await editor.focus();
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Tab');
+  check((await page.evaluate(() => document.activeElement?.id)) !== 'policy-yaml', 'Esc then Tab leaves the editor');
   await editor.fill(broken);
   await page.locator('#policy-validation[data-state="invalid"]').waitFor({ timeout: WAIT });
   await page.locator('.gutter-line[data-line="7"][data-error="true"]').waitFor({ timeout: WAIT });

@@ -46,8 +46,12 @@ export function YamlEditor(props: {
     });
   };
 
-  const described = problems.length ? `${props.id}-problems` : undefined;
+  const described = [`${props.id}-keys`, problems.length ? `${props.id}-problems` : ''].filter(Boolean).join(' ');
   return (
+    <>
+    <p className="muted editor-keys" id={`${props.id}-keys`}>
+      Tab indents; Esc then Tab leaves the editor.
+    </p>
     <div className="editor">
       <div className="editor-layer" ref={layer} aria-hidden="true">
         <div className="editor-gutter">
@@ -104,5 +108,6 @@ export function YamlEditor(props: {
         }}
       />
     </div>
+    </>
   );
 }
