@@ -381,6 +381,15 @@ try {
   log('every screen fits 390 px without horizontal overflow; the menu works');
   await phone.close();
 
+  // --- Archive: the policy stays readable, takes nothing new -----------------------------------------
+  await page.goto(`${BASE}/policies/${POLICY}`);
+  await heading(page, `Policy ${POLICY}`);
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.getByRole('button', { name: 'Archive' }).click();
+  await page.locator('.badge', { hasText: 'archived' }).waitFor({ timeout: WAIT });
+  check((await page.locator('#sign-and-distribute').count()) === 0, 'an archived policy offers no distribution');
+  log('archived: readable, no distribute button');
+
   // --- Sign out -------------------------------------------------------------------------------------
   await page.getByRole('button', { name: 'Sign out' }).click();
   await heading(page, 'Sign in to AtlasBridge');

@@ -35,6 +35,8 @@ export function PolicyEditor({ name }: { name: string }) {
   const writer = canWrite(me.user.role);
   const base = `/v1/policies/${seg(name)}`;
   const versions = useLoad(() => api.get<VersionList>(`${base}/versions`, { limit: 100 }), [name]);
+  const detail = useLoad(() => api.get<{ archived_at: string | null; description: string }>(base), [name]);
+  const archived = Boolean(detail.data?.archived_at);
   const distributions = useLoad(() => api.get<DistributionList>(`${base}/distributions`, { limit: 20 }), [name]);
   const [yaml, setYaml] = useState<string | null>(null);
   const [loadedFrom, setLoadedFrom] = useState<string | null>(null);
@@ -96,6 +98,7 @@ export function PolicyEditor({ name }: { name: string }) {
     if (e.kind === 'policy' && e.payload.name === name) {
       versions.reload();
       distributions.reload();
+      detail.reload();
     }
   });
 
@@ -157,6 +160,19 @@ export function PolicyEditor({ name }: { name: string }) {
     setBusy(false);
   };
 
+  const onArchive = async () => {
+    if (!window.confirm(`Archive ${name}? It takes no new versions or distributions; distributions made stay in force.`)) return;
+    setBusy(true);
+    try {
+      await api.del(base);
+      detail.reload();
+      setStatus({ tone: 'ok', text: `${name} is archived. To move runtimes off it, distribute another policy.` });
+    } catch (e) {
+      setStatus({ tone: 'bad', text: describeError(e) });
+    }
+    setBusy(false);
+  };
+
   const loadVersion = async (version: string) => {
     try {
       const v = await api.get<SignedVersion>(`${base}/versions/${seg(version)}`);
@@ -170,7 +186,15 @@ export function PolicyEditor({ name }: { name: string }) {
 
   return (
     <section aria-labelledby="page-title">
-      <PageHeader title={`Policy ${name}`} />
+      <PageHeader title={`Policy ${name}`}>
+        {archived ? <Badge tone="neutral">archived {timeText(detail.data?.archived_at)}</Badge> : null}
+        {writer && detail.data && !archived ? (
+          <button type="button" className="danger" onClick={onArchive} disabled={busy}>
+            Archive
+          </button>
+        ) : null}
+      </PageHeader>
+      {detail.data?.description ? <p>{detail.data.description}</p> : null}
       <ErrorBox error={versions.error} />
       {yaml === null ? <Loading what="the policy" /> : null}
       {yaml !== null ? (
@@ -210,7 +234,7 @@ export function PolicyEditor({ name }: { name: string }) {
                 ))}
               </ul>
             ) : null}
-            {writer ? (
+            {writer && !archived ? (
               <div className="deploy">
                 <fieldset>
                   <legend>Distribute to</legend>
@@ -245,7 +269,9 @@ export function PolicyEditor({ name }: { name: string }) {
                 </div>
               </div>
             ) : (
-              <p className="muted">Your role ({me.user.role}) can validate and test; saving and distributing need operator.</p>
+              <p className="muted">
+                {archived ? 'An archived policy takes no new version or distribution.' : `Your role (${me.user.role}) can validate and test; saving and distributing need operator.`}
+              </p>
             )}
             <div aria-live="polite">
               {status ? (
