@@ -390,6 +390,30 @@ try {
   check((await page.locator('#sign-and-distribute').count()) === 0, 'an archived policy offers no distribution');
   log('archived: readable, no distribute button');
 
+  // --- Single sign-on: a viewer, through the identity provider and back ----------------------------
+  const ssoEmail = process.env.DASHBOARD_SSO_EMAIL;
+  if (ssoEmail) {
+    const ssoContext = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const sso = await ssoContext.newPage();
+    sso.on('pageerror', (e) => consoleErrors.push(String(e)));
+    await sso.goto(`${BASE}/`);
+    await heading(sso, 'Sign in to AtlasBridge');
+    await sso.getByRole('link', { name: 'Sign in with SSO' }).click();
+    await heading(sso, 'Fleet');
+    const who = sso.locator('.user-name', { hasText: '· viewer' });
+    await who.waitFor({ timeout: WAIT });
+    check((await who.getAttribute('title')).startsWith(`${ssoEmail} (viewer)`), `signed in as ${ssoEmail}`);
+    await sso.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Policies' }).click();
+    await heading(sso, 'Policies');
+    check((await sso.getByLabel('New policy name').count()) === 0, 'a viewer is offered no policy creation');
+    await sso.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' }).click();
+    await heading(sso, 'Settings');
+    await sso.getByText('API keys and users are managed by admins and owners.').waitFor({ timeout: WAIT });
+    await shot(sso, 'sso-viewer-settings');
+    log('signed in by SSO as a viewer; the screens offer a viewer no writes');
+    await ssoContext.close();
+  }
+
   // --- Sign out -------------------------------------------------------------------------------------
   await page.getByRole('button', { name: 'Sign out' }).click();
   await heading(page, 'Sign in to AtlasBridge');

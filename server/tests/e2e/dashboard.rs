@@ -22,6 +22,8 @@ use crate::support::{ServerOptions, TestDb, TestServer};
 const ORG: &str = "acme";
 const EMAIL: &str = "ada@example.com";
 const PASSWORD: &str = "correct horse battery staple";
+/// A viewer who signs in by SSO only.
+const SSO_EMAIL: &str = "sso-viewer@example.com";
 /// The whole browser run; it takes well under a minute.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -69,9 +71,35 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
     let Some(db) = TestDb::create_unmigrated().await else {
         return;
     };
-    let server = TestServer::start(&db, ServerOptions::default());
+    // Single sign-on through the OIDC provider of oidc.rs, for a viewer made beforehand: the
+    // callback's address is the server's own, known once its port is.
+    let provider = crate::oidc::start_provider().await;
+    *provider.person.lock().unwrap() = ("sso-viewer".into(), SSO_EMAIL.into());
+    let mut server = TestServer::unstarted(&db, ServerOptions::default());
+    let oidc = format!(
+        "\n[oidc]\nissuer = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\
+         redirect_uri = \"{}\"\norg_id = \"{ORG}\"\nunknown_users = \"refuse\"\nafter_login = \"/\"\n",
+        provider.issuer,
+        crate::oidc::CLIENT_ID,
+        crate::oidc::CLIENT_SECRET,
+        server.http_url("/v1/auth/oidc/callback"),
+    );
+    let mut config = std::fs::read_to_string(server.config_path()).expect("the server config");
+    config.push_str(&oidc);
+    std::fs::write(server.config_path(), config).expect("write the server config");
+    server.launch();
     let key = server.org_with_key(ORG);
     server.user(ORG, EMAIL, "owner", PASSWORD);
+    let (ok, _, stderr) = server.command(&[
+        "create-user",
+        "--org",
+        ORG,
+        "--email",
+        SSO_EMAIL,
+        "--role",
+        "viewer",
+    ]);
+    assert!(ok, "create-user {SSO_EMAIL}: {stderr}");
 
     let mut node = Command::new("node")
         .arg("e2e/dashboard.mjs")
@@ -80,6 +108,7 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
         .env("DASHBOARD_ORG", ORG)
         .env("DASHBOARD_EMAIL", EMAIL)
         .env("DASHBOARD_PASSWORD", PASSWORD)
+        .env("DASHBOARD_SSO_EMAIL", SSO_EMAIL)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
