@@ -363,6 +363,7 @@ try {
     ['/', 'Fleet'],
     [`/runtimes/${encodeURIComponent(daemon.runtime_id)}`, 'Runtime'],
     ['/sessions', 'Sessions'],
+    [`/runtimes/${encodeURIComponent(daemon.runtime_id)}/sessions/dash-live-2`, 'Session dash-live-2'],
     ['/audit', 'Audit trail'],
     [`/policies/${POLICY}`, `Policy ${POLICY}`],
     ['/risk', 'Risk'],
@@ -371,7 +372,7 @@ try {
   for (const [path, title] of screens) {
     await small.goto(`${BASE}${path}`);
     await heading(small, title);
-    await small.waitForLoadState('networkidle').catch(() => {});
+    await small.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
     await noHorizontalOverflow(small, title);
     await shot(small, `phone-${title.toLowerCase().replace(/[^a-z0-9]+/g, '-')}`);
   }
