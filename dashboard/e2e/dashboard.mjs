@@ -240,6 +240,40 @@ try {
   check(!JSON.stringify(exported).includes('Continue? [y/n]'), 'no prompt text reaches the export');
   log('CSV and JSON exports hold the searched decision');
 
+  // --- Chains that are not sound: a gap, a change after sealing ---------------------------------
+  const states = async () =>
+    Object.fromEntries(
+      await page.locator('#audit-table tbody tr[data-seq]').evaluateAll((rows) => rows.map((r) => [r.getAttribute('data-seq'), r.getAttribute('data-chain')])),
+    );
+  const gapRuntime = process.env.DASHBOARD_GAP_RUNTIME;
+  if (gapRuntime) {
+    await page.goto(`${BASE}/audit?runtime_id=${encodeURIComponent(gapRuntime)}`);
+    await page.locator('tr[data-marker="gap"]', { hasText: 'seq 4–6' }).waitFor({ timeout: WAIT });
+    const seen = await states();
+    const want = { 0: 'verified', 1: 'verified', 2: 'verified', 3: 'verified', 7: 'pending', 8: 'pending', 9: 'pending' };
+    check(JSON.stringify(seen) === JSON.stringify(Object.fromEntries(Object.entries(want).map(([k, v]) => [String(k), v]))), `gap chain states: ${JSON.stringify(seen)}`);
+    const markerBefore = await page.locator('#audit-table tbody tr').evaluateAll((rows) => {
+      const i = rows.findIndex((r) => r.getAttribute('data-marker') === 'gap');
+      return rows[i + 1]?.getAttribute('data-seq');
+    });
+    check(markerBefore === '3', `the gap marker sits above seq 3, below seq 7 (${markerBefore})`);
+    log('a gap of seq 4–6 is marked, the entries beyond it are not shown as verified');
+    await shot(page, 'audit-gap-marker');
+  }
+  const brokenRuntime = process.env.DASHBOARD_BROKEN_RUNTIME;
+  if (brokenRuntime) {
+    await page.goto(`${BASE}/audit?runtime_id=${encodeURIComponent(brokenRuntime)}`);
+    await page.locator('tr[data-marker="break"]', { hasText: 'broken at seq 3 (hash_mismatch)' }).waitFor({ timeout: WAIT });
+    const seen = await states();
+    const want = { 0: 'verified', 1: 'verified', 2: 'verified', 3: 'tampered', 4: 'broken', 5: 'broken' };
+    check(JSON.stringify(seen) === JSON.stringify(Object.fromEntries(Object.entries(want).map(([k, v]) => [String(k), v]))), `broken chain states: ${JSON.stringify(seen)}`);
+    const red = await page.locator('tr[data-seq="3"] [data-chain]').evaluate((el) => getComputedStyle(el).backgroundColor);
+    check(red === 'rgb(185, 28, 28)', `the tampered entry's indicator is red: ${red}`);
+    log('a chain changed at seq 3 is marked broken there, red from that entry on');
+    await accessible(page, 'audit-broken');
+    await shot(page, 'audit-break-marker');
+  }
+
   // --- The policy editor: an error marked at its line, fixed, distributed -----------------------
   await nav(page, 'Policies');
   await accessible(page, 'policies');

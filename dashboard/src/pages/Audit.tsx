@@ -286,7 +286,13 @@ Chain
                           </td>
                           <td>{r.risk ?? '—'}</td>
                           <td>
-                            {field(r.entry, 'policy_name') || '—'} <code data-policy-hash={field(r.entry, 'policy_hash')}>{shortHash(field(r.entry, 'policy_hash'))}</code>
+                            {field(r.entry, 'policy_name') || field(r.entry, 'policy_hash') ? (
+                              <>
+                                {field(r.entry, 'policy_name')} <code data-policy-hash={field(r.entry, 'policy_hash')}>{shortHash(field(r.entry, 'policy_hash'))}</code>
+                              </>
+                            ) : (
+                              '—'
+                            )}
                             {field(r.entry, 'matched_rule') ? <span className="muted"> · {field(r.entry, 'matched_rule')}</span> : null}
                           </td>
                         </>

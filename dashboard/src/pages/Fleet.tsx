@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'react';
+import { Fragment, useEffect, useRef, useState } from 'react';
 import { api } from '../api/client';
 import type { DecisionEvent, RuntimeList, SessionList, Session } from '../api/types';
 import { Badge, ChainSummary, ErrorBox, Link, Loading, PageHeader, TableWrap, statusTone } from '../components';
@@ -164,7 +164,9 @@ export function Fleet() {
               return (
                 <li key={i} className="recent-slot" data-slot={i} data-session={d?.session_id ?? ''} data-action={d?.action ?? ''}>
                   {d ? (
-                    <>
+                    // Keyed by the event: a slot gets new nodes for a new event rather than
+                    // re-flowed old ones, and its fixed box keeps everything else in place.
+                    <Fragment key={`${d.runtime_id}/${d.seq}`}>
                       <span>
                         <span className={`action action-${d.action ?? 'none'}`}>{d.action ?? '—'}</span>
                       </span>
@@ -179,7 +181,7 @@ export function Fleet() {
                         </span>
                       </span>
                       <span className="recent-when muted">{ago(d.occurred_at, now)}</span>
-                    </>
+                    </Fragment>
                   ) : (
                     <span className="muted">—</span>
                   )}

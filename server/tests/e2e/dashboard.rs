@@ -15,9 +15,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use atlasbridge_protocol::cloud::messages::Stream;
+use atlasbridge_protocol::trace::GENESIS_PREV_HASH;
+
 use crate::support::api::Api;
 use crate::support::daemon::TestDaemon;
-use crate::support::{ServerOptions, TestDb, TestServer};
+use crate::support::runtime::{FakeRuntime, chain_from};
+use crate::support::{ServerOptions, TestDb, TestServer, eventually};
 
 const ORG: &str = "acme";
 const EMAIL: &str = "ada@example.com";
@@ -101,6 +105,31 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
     ]);
     assert!(ok, "create-user {SSO_EMAIL}: {stderr}");
 
+    // Two hand-written runtimes whose chains the audit trail must not show as sound: one with
+    // seqs 4..=6 missing (a gap), one whose seq 3 was changed after sealing (broken there).
+    let mut gappy = FakeRuntime::connect(&server, ORG, &key).await;
+    let entries = chain_from(0, GENESIS_PREV_HASH, 10, "gappy");
+    gappy.send_batch(Stream::Trace, &entries[..4]).await;
+    assert_eq!(gappy.ack_through(Stream::Trace).await, 3);
+    gappy.send_batch(Stream::Trace, &entries[7..]).await;
+    let mut tampered = FakeRuntime::connect(&server, ORG, &key).await;
+    let mut entries = chain_from(0, GENESIS_PREV_HASH, 6, "tampered");
+    entries[3]["action_taken"] = json!("deny");
+    tampered.send_batch(Stream::Trace, &entries).await;
+    for (runtime, status) in [(&gappy, "gap"), (&tampered, "broken")] {
+        let id = runtime.runtime_id.clone();
+        eventually(&format!("the {status} chain is judged"), || {
+            let (db, id) = (&db, id.clone());
+            async move {
+                let held = db.entries(ORG, &id, Stream::Trace).await.len();
+                let chain = db.chain_status(ORG, &id, Stream::Trace).await;
+                held == if status == "gap" { 7 } else { 6 }
+                    && chain.is_some_and(|c| c.status == status)
+            }
+        })
+        .await;
+    }
+
     let mut node = Command::new("node")
         .arg("e2e/dashboard.mjs")
         .current_dir(dashboard_dir())
@@ -109,6 +138,8 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
         .env("DASHBOARD_EMAIL", EMAIL)
         .env("DASHBOARD_PASSWORD", PASSWORD)
         .env("DASHBOARD_SSO_EMAIL", SSO_EMAIL)
+        .env("DASHBOARD_GAP_RUNTIME", &gappy.runtime_id)
+        .env("DASHBOARD_BROKEN_RUNTIME", &tampered.runtime_id)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
