@@ -117,6 +117,34 @@ async function noHorizontalOverflow(page, screen) {
   const { scroll, width } = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: window.innerWidth }));
   check(scroll <= width, `${screen} at ${width}px overflows horizontally (${scroll}px wide)`);
 }
+/** Starts recording layout-shift entries (with their sources) in `window.__shifts`. */
+async function watchShifts(page) {
+  await page.evaluate(() => {
+    window.__shifts = [];
+    window.__shiftObserver?.disconnect();
+    window.__shiftObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+          window.__shifts.push({
+            value: e.value,
+            hadRecentInput: e.hadRecentInput,
+            sources: (e.sources ?? []).map((s) => ({
+              node: s.node ? `${s.node.nodeName}.${s.node.className ?? ''}#${s.node.id ?? ''} ${(s.node.textContent ?? '').slice(0, 40)}` : null,
+              from: [s.previousRect.x, s.previousRect.y, s.previousRect.width, s.previousRect.height],
+              to: [s.currentRect.x, s.currentRect.y, s.currentRect.width, s.currentRect.height],
+            })),
+          });
+        }
+    });
+    window.__shiftObserver.observe({ type: 'layout-shift', buffered: false });
+  });
+}
+
+/** The layout shifts recorded since `watchShifts`: none may have happened. */
+async function noShifts(page, what) {
+  await page.waitForTimeout(600);
+  const shifts = await page.evaluate(() => window.__shifts);
+  check(shifts.length === 0, `no layout shift while ${what}: ${JSON.stringify(shifts)}`);
+}
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
@@ -182,30 +210,14 @@ try {
   await shot(page, 'fleet-runtime-appeared');
 
   // --- A decision arrives live, moving nothing ------------------------------------------------
+  await page.waitForFunction(() => /^\d+$/.test(document.querySelector('[data-figure="decisions-today"]')?.textContent ?? ''), null, { timeout: WAIT });
   const before = Number(await page.locator('[data-figure="decisions-today"]').textContent());
-  await page.evaluate(() => {
-    window.__shifts = [];
-    new PerformanceObserver((list) => {
-      for (const e of list.getEntries()) {
-          window.__shifts.push({
-            value: e.value,
-            hadRecentInput: e.hadRecentInput,
-            sources: (e.sources ?? []).map((s) => ({
-              node: s.node ? `${s.node.nodeName}.${s.node.className ?? ''}#${s.node.id ?? ''} ${(s.node.textContent ?? '').slice(0, 40)}` : null,
-              from: [s.previousRect.x, s.previousRect.y, s.previousRect.width, s.previousRect.height],
-              to: [s.currentRect.x, s.currentRect.y, s.currentRect.width, s.currentRect.height],
-            })),
-          });
-        }
-    }).observe({ type: 'layout-shift', buffered: false });
-  });
+  await watchShifts(page);
   const firstAnswer = await decide(daemon.socket, 'dash-live-1', 'p1');
   check(firstAnswer.action === 'require_human', `the built-in policy asks a person: ${JSON.stringify(firstAnswer)}`);
   await page.locator('#recent-decisions li[data-slot="0"][data-session="dash-live-1"]').waitFor({ timeout: WAIT });
   await page.locator('[data-figure="decisions-today"]', { hasText: String(before + 1) }).waitFor({ timeout: WAIT });
-  await page.waitForTimeout(600);
-  const shifts = await page.evaluate(() => window.__shifts);
-  check(shifts.length === 0, `no layout shift while the decision arrived: ${JSON.stringify(shifts)}`);
+  await noShifts(page, 'the decision arrived on the fleet overview');
   log(`the decision arrived live (decisions today ${before} -> ${before + 1}), layout shifts: 0`);
   await shot(page, 'fleet-live-decision');
 
@@ -226,7 +238,15 @@ try {
   await page.getByLabel('Session').fill('dash-live-1');
   await page.getByRole('button', { name: 'Search', exact: true }).click();
   await page.waitForURL(/session_id=dash-live-1/);
-  await page.locator('#audit-table tbody tr[data-chain]').first().waitFor({ timeout: WAIT });
+  // The rows of the previous search stay until the new ones arrive: wait for the search's.
+  await page.waitForFunction(
+    () => {
+      const rows = [...document.querySelectorAll('#audit-table tbody tr[data-chain]')];
+      return rows.length > 0 && rows.every((r) => r.textContent.includes('dash-live-1'));
+    },
+    null,
+    { timeout: WAIT },
+  );
   check((await page.locator('#audit-table tbody tr[data-chain]').count()) === 1, 'the session filter keeps one decision');
 
   // Exports of the search.
@@ -350,8 +370,11 @@ try {
 
   await nav(page, 'Audit trail');
   await page.locator('#audit-table').waitFor({ timeout: WAIT });
+  await watchShifts(page);
   const next = await decide(daemon.socket, 'dash-live-2', 'p2');
   check(next.action === 'auto_reply' && next.policy_hash === hash, `the next decision follows the distributed policy: ${JSON.stringify(next)}`);
+  await page.locator('#show-new').waitFor({ timeout: WAIT });
+  await noShifts(page, 'the decision arrived on the audit trail');
   await page.locator('#show-new').click({ timeout: WAIT });
   const followed = page.locator('#audit-table tbody tr[data-chain="verified"][data-action="auto_reply"]', { hasText: 'dash-live-2' });
   await followed.waitFor({ timeout: WAIT });

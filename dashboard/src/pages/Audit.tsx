@@ -232,7 +232,7 @@ export function Audit() {
       {rows.data && all.length === 0 ? <p className="muted">Nothing matches.</p> : null}
       {all.length > 0 ? (
         <TableWrap label="Entries">
-          <table className="table" id="audit-table">
+          <table className="table" id="audit-table" aria-busy={rows.loading}>
             <thead>
               <tr>
                 <th scope="col">
