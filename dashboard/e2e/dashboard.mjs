@@ -369,7 +369,8 @@ try {
   await shot(page, 'runtime-detail');
 
   await nav(page, 'Audit trail');
-  await page.locator('#audit-table').waitFor({ timeout: WAIT });
+  await page.locator('#audit-table[aria-busy="false"]').waitFor({ timeout: WAIT });
+  await page.waitForLoadState('networkidle', { timeout: 5000 }).catch(() => {});
   await watchShifts(page);
   const next = await decide(daemon.socket, 'dash-live-2', 'p2');
   check(next.action === 'auto_reply' && next.policy_hash === hash, `the next decision follows the distributed policy: ${JSON.stringify(next)}`);

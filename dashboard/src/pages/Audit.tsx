@@ -72,7 +72,10 @@ export function Audit() {
     rows.reload();
   });
 
-  const all = [...(rows.data ?? []), ...more];
+  // Rows are shown once their runtimes' chains are known too, so that indicators and markers
+  // arrive with them instead of moving the rows a moment later.
+  const ready = rows.data !== null && (runtimes.data !== null || runtimes.error !== null);
+  const all = ready ? [...(rows.data ?? []), ...more] : [];
   const marks = markers(all, chains);
 
   const loadMore = async () => {
@@ -228,8 +231,9 @@ export function Audit() {
         ) : null}
       </div>
       <ErrorBox error={rows.error} />
-      {rows.loading && !rows.data ? <Loading what="entries" /> : null}
-      {rows.data && all.length === 0 ? <p className="muted">Nothing matches.</p> : null}
+      <ErrorBox error={runtimes.error} />
+      {!ready && !rows.error ? <Loading what="entries" /> : null}
+      {ready && all.length === 0 ? <p className="muted">Nothing matches.</p> : null}
       {all.length > 0 ? (
         <TableWrap label="Entries">
           <table className="table" id="audit-table" aria-busy={rows.loading}>
