@@ -18,6 +18,7 @@ import { createConnection } from 'node:net';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+import { compareTypes } from './api-types.mjs';
 
 const require = createRequire(import.meta.url);
 const env = (name, fallback) => {
@@ -172,6 +173,12 @@ try {
     if (m.type() === 'error' && !/status of 401 \(Unauthorized\)/.test(m.text())) consoleErrors.push(m.text());
   });
   page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  // --- The hand-written API types against the document this server serves ---------------------
+  const openapi = await (await fetch(`${BASE}/v1/openapi.json`)).json();
+  const drift = compareTypes(readFileSync(new URL('../src/api/types.ts', import.meta.url), 'utf8'), openapi);
+  check(drift.errors.length === 0, `src/api/types.ts reads what the server does not send:\n${drift.errors.join('\n')}`);
+  log(`API types match the served OpenAPI document (${drift.notes.length} server fields unused by the dashboard)`);
 
   // --- Login --------------------------------------------------------------------------------
   const first = await page.goto(`${BASE}/`);
