@@ -145,7 +145,7 @@ export function Fleet() {
                       <td>
                         <ChainSummary chain={r.chains.find((c) => c.stream === 'trace')} />
                       </td>
-                      <td title={timeText(r.last_seen)}>{ago(r.last_seen, now)}</td>
+                      <td className="ago" title={timeText(r.last_seen)}>{ago(r.last_seen, now)}</td>
                       <td>
                         {r.agent_version} <span className="muted">{r.edition}</span>
                       </td>

@@ -120,7 +120,7 @@ export function Sessions() {
                   <td className="num">{s.decisions}</td>
                   <td>{counts(s.actions)}</td>
                   <td>{counts(s.risks)}</td>
-                  <td title={timeText(s.last_at)}>{ago(s.last_at, now)}</td>
+                  <td className="ago" title={timeText(s.last_at)}>{ago(s.last_at, now)}</td>
                 </tr>
               ))}
             </tbody>
