@@ -420,6 +420,25 @@ try {
   await accessible(page, 'settings');
   await shot(page, 'settings');
 
+  // --- An outage: the live stream reconnects with its backoff and the screen refetches --------------
+  await nav(page, 'Fleet');
+  await page.locator('[data-live="open"]').waitFor({ timeout: WAIT });
+  const ask = async (marker, answer) => {
+    console.log(marker);
+    const reply = await lines.next();
+    check(!reply.done && reply.value.trim() === answer, `the harness answered ${marker} with ${answer}`);
+  };
+  await ask('@@stop-server', 'stopped');
+  await page.locator('[data-live="open"]').waitFor({ state: 'detached', timeout: WAIT });
+  // The runtime decides on its own while the server is away; it uploads the entry later.
+  const offline = await decide(daemon.socket, 'dash-offline', 'p3');
+  check(offline.action === 'auto_reply', `the daemon decides without the server: ${JSON.stringify(offline)}`);
+  await ask('@@start-server', 'started');
+  await page.locator('[data-live="open"]').waitFor({ timeout: 45_000 });
+  await page.locator('#recent-decisions li[data-session="dash-offline"]').waitFor({ timeout: 45_000 });
+  log('after an outage the live stream came back by itself and the decision made meanwhile is shown');
+  await shot(page, 'fleet-after-outage');
+
   // --- Phone width -------------------------------------------------------------------------------
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, storageState: await context.storageState(), isMobile: true, hasTouch: true });
   const small = await phone.newPage();

@@ -36,12 +36,15 @@ export function Fleet() {
   const [recent, setRecent] = useState<DecisionEvent[]>([]);
   const reloadTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
-  // The newest events on first load, from REST; live ones are added in front.
-  useEffect(() => {
+  // The newest events from REST, on first load and after the stream may have missed some;
+  // live ones are added in front.
+  const loadRecent = (replace: boolean) =>
     api.get<{ decisions: DecisionEvent[] }>('/v1/decisions', { limit: RECENT_SLOTS }).then(
-      (page) => setRecent((old) => (old.length ? old : page.decisions.map(({ ...d }) => d))),
+      (page) => setRecent((old) => (old.length && !replace ? old : page.decisions)),
       () => {},
     );
+  useEffect(() => {
+    void loadRecent(false);
   }, []);
 
   const reloadRuntimesSoon = () => {
@@ -74,6 +77,7 @@ export function Fleet() {
   useResync(() => {
     runtimes.reload();
     day.reload();
+    void loadRecent(true);
   });
 
   const list = runtimes.data?.runtimes ?? [];

@@ -178,6 +178,15 @@ async fn a_person_follows_a_decision_and_deploys_a_policy_in_the_browser() {
                     writeln!(to_script, "{answer}").expect("answer the script");
                     to_script.flush().expect("flush");
                     daemon = Some(started);
+                } else if line.trim() == "@@stop-server" {
+                    // An outage, as a crash: the page's live stream must reconnect by itself.
+                    server.kill();
+                    writeln!(to_script, "stopped").expect("answer the script");
+                    to_script.flush().expect("flush");
+                } else if line.trim() == "@@start-server" {
+                    server.launch();
+                    writeln!(to_script, "started").expect("answer the script");
+                    to_script.flush().expect("flush");
                 }
                 output.push(line);
             }
