@@ -417,6 +417,29 @@ try {
   await nav(page, 'Settings');
   await page.locator('#keys-table').waitFor({ timeout: WAIT });
   await page.locator('#users-table', { hasText: EMAIL }).waitFor({ timeout: WAIT });
+  // An API key: its secret shown once, then revoked.
+  await page.getByLabel('Label').fill('dashboard-e2e key');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const secret = await page.getByLabel('The new API key').inputValue({ timeout: WAIT });
+  check(/^abk_[0-9a-f]{16}_/.test(secret), `the new key is shown once: ${secret.slice(0, 8)}…`);
+  const keyRow = page.locator('#keys-table tr', { hasText: 'dashboard-e2e key' });
+  page.once('dialog', (dialog) => dialog.accept());
+  await keyRow.getByRole('button', { name: 'Revoke' }).click();
+  await keyRow.locator('.badge', { hasText: 'revoked' }).waitFor({ timeout: WAIT });
+  // A user: added as operator, made a viewer, disabled.
+  const userForm = page.getByRole('form', { name: 'New user' });
+  await userForm.getByLabel('Email').fill('ops@example.com');
+  await userForm.getByLabel('Role').selectOption('operator');
+  await userForm.getByLabel(/^Password/).fill('a long enough password');
+  await userForm.getByRole('button', { name: 'Add user' }).click();
+  const userRow = page.locator('#users-table tr', { hasText: 'ops@example.com' });
+  await userRow.waitFor({ timeout: WAIT });
+  await userRow.getByLabel('Role of ops@example.com').selectOption('viewer');
+  await page.locator('.notice', { hasText: 'ops@example.com updated.' }).waitFor({ timeout: WAIT });
+  await userRow.getByRole('button', { name: 'Disable ops@example.com' }).click();
+  await userRow.locator('.badge', { hasText: 'disabled' }).waitFor({ timeout: WAIT });
+  check((await userRow.getByLabel('Role of ops@example.com').inputValue()) === 'viewer', 'the role change held');
+  log('settings: a key created (shown once) and revoked; a user added, demoted and disabled');
   await accessible(page, 'settings');
   await shot(page, 'settings');
 
