@@ -110,7 +110,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: readonly unknown[]): Lo
     return () => {
       current = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is read through a ref: only `deps` (and `reload`) start a new load.
   }, [...deps, tick]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   const set = useCallback((update: (old: T | null) => T | null) => setData((old) => update(old)), []);
