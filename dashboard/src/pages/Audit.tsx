@@ -51,6 +51,7 @@ export function Audit() {
   const [cursor, setCursor] = useState<string | null>(null);
   const [fresh, setFresh] = useState(0);
   const [exportError, setExportError] = useState<string | null>(null);
+  const [exportNote, setExportNote] = useState<string | null>(null);
   const [exporting, setExporting] = useState(false);
 
   const rows = useLoad(async () => {
@@ -108,6 +109,7 @@ export function Audit() {
   const exportAs = async (format: 'csv' | 'json') => {
     setExporting(true);
     setExportError(null);
+    setExportNote(null);
     try {
       const out: Row[] = [];
       let next: string | null | undefined;
@@ -116,6 +118,11 @@ export function Audit() {
         out.push(...((stream === 'audit' ? page.events : page.decisions) as Row[]));
         next = page.next_cursor;
       } while (next && out.length < EXPORT_MAX);
+      setExportNote(
+        next
+          ? `Exported the newest ${out.length.toLocaleString('en')} rows only (the limit of one export): narrow the search for the rest.`
+          : `Exported ${out.length.toLocaleString('en')} row${out.length === 1 ? '' : 's'}.`,
+      );
       const stamp = new Date().toISOString().replace(/[:.]/g, '-');
       const name = `atlasbridge-${stream}-${stamp}.${format}`;
       if (format === 'json') {
@@ -223,6 +230,7 @@ export function Audit() {
         </button>
       </form>
       <ErrorBox error={exportError} />
+      <div aria-live="polite">{exportNote ? <p className="notice">{exportNote}</p> : null}</div>
       <div className="update-bar" aria-live="polite">
         {fresh > 0 ? (
           <button type="button" onClick={showFresh} id="show-new">
