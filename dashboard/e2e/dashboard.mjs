@@ -216,7 +216,8 @@ try {
   const runtimeRow = page.locator(`tr[data-runtime="${daemon.runtime_id}"]`);
   await runtimeRow.waitFor({ timeout: WAIT });
   await runtimeRow.locator('.badge', { hasText: 'active' }).waitFor({ timeout: WAIT });
-  log('the runtime appeared in the fleet, active');
+  await page.locator(`#fleet-events li[data-kind="runtime_status"][data-runtime="${daemon.runtime_id}"]`, { hasText: 'connected' }).waitFor({ timeout: WAIT });
+  log('the runtime appeared in the fleet, active, and its connection is among the last fleet events');
   await accessible(page, 'fleet');
   await shot(page, 'fleet-runtime-appeared');
 

@@ -3,6 +3,7 @@ import type { RiskHour, Session } from '../api/types';
 import { csvCell, toCsv } from './csv';
 import { offsetOf, problemsByLine, starterPolicy } from './editor';
 import { field } from './entry';
+import { fleetEvent, fromAudit } from './events';
 import { ago, isoToLocalInput, localInputToIso, shortId, timeText } from './format';
 import { buildGrid, describeCell, hoursOf } from './heatmap';
 import { addDecision, pushRecent, rateText, statsFromSessions, utcMidnight } from './stats';
@@ -134,5 +135,33 @@ describe('formatting', () => {
     expect(field(entry, 'list')).toBe('p, q');
     expect(field(entry, 'obj')).toBe('');
     expect(field(entry, 'missing')).toBe('');
+  });
+});
+
+describe('fleet events', () => {
+  const at = '2026-11-27T08:00:00Z';
+  it('tells runtime, chain and policy changes in one line each', () => {
+    expect(fleetEvent({ kind: 'runtime_status', payload: { runtime_id: 'r', change: 'connected', witness_status: 'ok' } }, at)).toMatchObject({
+      text: 'connected',
+      tone: 'ok',
+      runtimeId: 'r',
+    });
+    expect(fleetEvent({ kind: 'runtime_status', payload: { runtime_id: 'r', change: 'flagged', witness_status: 'forked' } }, at)).toMatchObject({
+      text: 'flagged (witness forked)',
+      tone: 'bad',
+    });
+    expect(
+      fleetEvent(
+        { kind: 'chain_status', payload: { runtime_id: 'r', stream: 'trace', status: 'gap', gap_from: 4, gap_to: 6, broken_at: null, broken_kind: null } },
+        at,
+      ),
+    ).toMatchObject({ text: 'trace chain gap (seq 4–6 missing)', tone: 'warn' });
+    expect(fleetEvent({ kind: 'policy', payload: { change: 'version_uploaded', name: 'p', version: '2' } }, at)).toMatchObject({ text: 'p v2 version uploaded' });
+    expect(fleetEvent({ kind: 'decision', payload: { runtime_id: 'r', seq: 1, entry_id: 'e', occurred_at: at, session_id: null, agent_id: null, action: null, risk: null, hash_ok: true } }, at)).toBeNull();
+  });
+
+  it("shows a runtime's audit event by its type, red when its hash was wrong", () => {
+    const e = { runtime_id: 'r', seq: 3, entry_id: 'e', occurred_at: at, event_type: 'cloud_policy_applied', hash_ok: false, entry: {} };
+    expect(fromAudit(e)).toMatchObject({ key: 'audit/r/3', text: 'cloud_policy_applied', tone: 'bad' });
   });
 });

@@ -1,6 +1,7 @@
 import { Fragment, useEffect, useRef, useState } from 'react';
 import { api } from '../api/client';
-import type { DecisionEvent, RuntimeList, SessionList, Session } from '../api/types';
+import type { AuditEventList, DecisionEvent, RuntimeList, SessionList, Session } from '../api/types';
+import { fleetEvent, fromAudit, type FleetEvent } from '../lib/events';
 import { Badge, ChainSummary, ErrorBox, Link, Loading, PageHeader, TableWrap, statusTone } from '../components';
 import { useLiveEvent, useLoad, useNow, useResync } from '../hooks';
 import { ago, shortId, timeText } from '../lib/format';
@@ -28,12 +29,24 @@ async function loadDay(): Promise<{ stats: DayStats; sessions: Set<string> }> {
 }
 
 const sessionKey = (runtimeId: string, sessionId: string | null) => `${runtimeId}/${sessionId ?? ''}`;
+/** Fleet events shown: runtimes' own audit events from REST, then live changes in front. */
+const EVENT_SLOTS = 6;
 
 export function Fleet() {
   const now = useNow();
   const runtimes = useLoad(() => api.get<RuntimeList>('/v1/runtimes', { limit: 500 }), []);
   const day = useLoad(loadDay, []);
   const [recent, setRecent] = useState<DecisionEvent[]>([]);
+  const [events, setEvents] = useState<FleetEvent[]>([]);
+  const pushEvent = (e: FleetEvent | null) => {
+    if (e) setEvents((old) => [e, ...old.filter((x) => x.key !== e.key)].slice(0, EVENT_SLOTS));
+  };
+  useEffect(() => {
+    api.get<AuditEventList>('/v1/audit-events', { limit: EVENT_SLOTS }).then(
+      (page) => setEvents((old) => (old.length ? old : page.events.map(fromAudit))),
+      () => {},
+    );
+  }, []);
   const reloadTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
   // The newest events from REST, on first load and after the stream may have missed some;
@@ -72,6 +85,9 @@ export function Fleet() {
       if (!runtimes.data?.runtimes.some((r) => r.runtime_id === d.runtime_id)) reloadRuntimesSoon();
     } else if (event.kind === 'runtime_status' || event.kind === 'chain_status') {
       reloadRuntimesSoon();
+      pushEvent(fleetEvent(event, new Date().toISOString()));
+    } else {
+      pushEvent(fleetEvent(event, new Date().toISOString()));
     }
   });
   useResync(() => {
@@ -185,6 +201,34 @@ export function Fleet() {
                         </span>
                       </span>
                       <span className="recent-when muted">{ago(d.occurred_at, now)}</span>
+                    </Fragment>
+                  ) : (
+                    <span className="muted">—</span>
+                  )}
+                </li>
+              );
+            })}
+          </ol>
+          <h2 id="events-title">Last fleet events</h2>
+          <ol className="recent" aria-labelledby="events-title" aria-live="polite" id="fleet-events">
+            {Array.from({ length: EVENT_SLOTS }, (_, i) => {
+              const e = events[i];
+              return (
+                <li key={i} className="recent-slot" data-slot={i} data-kind={e?.kind ?? ''} data-runtime={e?.runtimeId ?? ''}>
+                  {e ? (
+                    <Fragment key={e.key}>
+                      <span>
+                        <span className={`badge badge-${e.tone}`}>{e.label}</span>
+                      </span>
+                      <span className="recent-what">
+                        {e.text}{' '}
+                        {e.runtimeId ? (
+                          <Link to={pathOf({ name: 'runtime', runtimeId: e.runtimeId })} title={e.runtimeId}>
+                            <code>{shortId(e.runtimeId, 6)}</code>
+                          </Link>
+                        ) : null}
+                      </span>
+                      <span className="recent-when muted">{ago(e.at, now)}</span>
                     </Fragment>
                   ) : (
                     <span className="muted">—</span>
