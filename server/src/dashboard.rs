@@ -15,10 +15,47 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 
+/// Release builds: the files as they were when the server was compiled.
+#[cfg(not(debug_assertions))]
 #[derive(rust_embed::Embed)]
 #[folder = "../dashboard/dist"]
 #[allow_missing = true]
 struct Assets;
+
+/// Debug builds read the build directory at each request. Not through rust-embed's own debug
+/// mode: it compares each file's canonical path with the folder's as canonicalised at compile
+/// time, which keeps the `..` when `dist/` did not exist yet, so a server compiled before the
+/// first `npm run build` would never find a file.
+#[cfg(debug_assertions)]
+const DIST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dashboard/dist");
+
+/// The content of a file of the build. `path` comes from [`resolve`], which refuses `..` and
+/// empty segments, plus a fixed encoding suffix.
+fn load(path: &str) -> Option<Vec<u8>> {
+    #[cfg(debug_assertions)]
+    {
+        let file = std::path::Path::new(DIST_DIR).join(path);
+        if !file.is_file() {
+            return None;
+        }
+        std::fs::read(file).ok()
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        Assets::get(path).map(|file| file.data.into_owned())
+    }
+}
+
+fn embedded(path: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::path::Path::new(DIST_DIR).join(path).is_file()
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        Assets::get(path).is_some()
+    }
+}
 
 /// What the dashboard's pages may load: only this server's own scripts, styles and API (the
 /// live stream's WebSocket included), never a frame of another site, never a plugin.
@@ -127,10 +164,6 @@ pub fn cache_control(file: &str) -> &'static str {
     }
 }
 
-fn embedded(path: &str) -> bool {
-    Assets::get(path).is_some()
-}
-
 /// The fallback of the router: a file of the dashboard, its `index.html` for the app's own
 /// routes, or the API's 404 for paths under `/v1`.
 pub async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
@@ -151,11 +184,11 @@ pub async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let encoding = choose_encoding(accept, &file, embedded);
-    let Some(content) = Assets::get(&format!("{file}{}", encoding.suffix())) else {
+    let Some(content) = load(&format!("{file}{}", encoding.suffix())) else {
         return not_built();
     };
     let mime = mime_guess::from_path(&file).first_or_octet_stream();
-    let mut response = (StatusCode::OK, content.data.into_owned()).into_response();
+    let mut response = (StatusCode::OK, content).into_response();
     let response_headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
         response_headers.insert(header::CONTENT_TYPE, value);

@@ -14,10 +14,12 @@ use super::paging;
 use crate::db::{DbError, org_transaction};
 use crate::entry_columns::format_time;
 use crate::server::AppState;
-use crate::store::registry::{self, ChainRow, FlagRow, RuntimeRow};
+use crate::store::registry::{self, ChainRow, CheckpointRow, FlagRow, RuntimeRow};
 
 /// Flags shown with one runtime (the newest).
 const FLAGS_SHOWN: i64 = 100;
+/// Checkpoints shown with one runtime.
+const CHECKPOINTS_SHOWN: i64 = 20;
 
 /// A chain's status.
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,6 +84,37 @@ impl From<&FlagRow> for FlagView {
     }
 }
 
+/// A signed checkpoint of a runtime's trace, as the server judged it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// Its number in the runtime's checkpoint chain.
+    pub checkpoint_seq: i64,
+    /// Its hash.
+    pub checkpoint_hash: String,
+    /// The signing key's epoch.
+    pub epoch: i64,
+    /// The trace seq it vouches for.
+    pub seq: Option<i64>,
+    /// `verified` (signed by a known key of the chain), `unverifiable` (its predecessor never
+    /// reached the server) or `bad` (refused; the runtime is flagged).
+    pub verdict: String,
+    /// RFC 3339, when it arrived.
+    pub received_at: String,
+}
+
+impl From<&CheckpointRow> for CheckpointView {
+    fn from(row: &CheckpointRow) -> Self {
+        Self {
+            checkpoint_seq: row.checkpoint_seq,
+            checkpoint_hash: row.checkpoint_hash.clone(),
+            epoch: row.epoch,
+            seq: row.seq,
+            verdict: row.verdict.clone(),
+            received_at: format_time(row.received_at),
+        }
+    }
+}
+
 /// A runtime.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuntimeView {
@@ -117,6 +150,8 @@ pub struct RuntimeDetail {
     pub runtime: RuntimeView,
     /// The newest 100 flags, newest first.
     pub flags: Vec<FlagView>,
+    /// The newest 20 checkpoints, newest first.
+    pub checkpoints: Vec<CheckpointView>,
 }
 
 /// `GET /v1/runtimes`.
@@ -242,10 +277,13 @@ pub async fn one(
         .ok_or_else(|| ApiError::not_found("runtime"))?;
     let chains = registry::chains(&transaction, std::slice::from_ref(&runtime_id)).await?;
     let flags = registry::recent_flags(&transaction, &runtime_id, FLAGS_SHOWN).await?;
+    let checkpoints =
+        registry::recent_checkpoints(&transaction, &runtime_id, CHECKPOINTS_SHOWN).await?;
     transaction.commit().await.map_err(DbError::from)?;
     Ok(Json(RuntimeDetail {
         runtime: view(&runtime, &chains),
         flags: flags.iter().map(FlagView::from).collect(),
+        checkpoints: checkpoints.iter().map(CheckpointView::from).collect(),
     }))
 }
 

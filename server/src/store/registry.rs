@@ -70,6 +70,23 @@ pub struct FlagRow {
     pub flagged_at: SystemTime,
 }
 
+/// A signed checkpoint a runtime sent, with the server's verdict on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// Its number in the runtime's checkpoint chain.
+    pub checkpoint_seq: i64,
+    /// Its hash.
+    pub checkpoint_hash: String,
+    /// The key epoch it belongs to.
+    pub epoch: i64,
+    /// The trace seq it vouches for (through this entry).
+    pub seq: Option<i64>,
+    /// `verified`, `unverifiable` or `bad`.
+    pub verdict: String,
+    /// When it arrived.
+    pub received_at: SystemTime,
+}
+
 const RUNTIME_SELECT: &str = "SELECT r.runtime_id,
          CASE WHEN now() - r.last_seen
                    > 3 * make_interval(secs => COALESCE(r.heartbeat_interval_ms, $1)::double precision / 1000.0)
@@ -184,6 +201,31 @@ pub async fn recent_flags(
             kind: row.get(0),
             detail: row.get(1),
             flagged_at: row.get(2),
+        })
+        .collect())
+}
+
+/// The latest `limit` checkpoints of a runtime, newest first.
+pub async fn recent_checkpoints(
+    tx: &Transaction<'_>,
+    runtime_id: &str,
+    limit: i64,
+) -> Result<Vec<CheckpointRow>, DbError> {
+    Ok(tx
+        .query(
+            "SELECT checkpoint_seq, checkpoint_hash, epoch, seq, verdict, received_at
+             FROM checkpoints WHERE runtime_id = $1 ORDER BY checkpoint_seq DESC LIMIT $2",
+            &[&runtime_id, &limit],
+        )
+        .await?
+        .iter()
+        .map(|row| CheckpointRow {
+            checkpoint_seq: row.get(0),
+            checkpoint_hash: row.get(1),
+            epoch: row.get(2),
+            seq: row.get(3),
+            verdict: row.get(4),
+            received_at: row.get(5),
         })
         .collect())
 }

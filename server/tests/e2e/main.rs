@@ -12,6 +12,7 @@
 mod accounts;
 mod cross_tenant;
 mod daemons;
+mod dashboard;
 mod database_tls;
 mod ingest;
 mod live;

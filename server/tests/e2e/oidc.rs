@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use crate::support::api::{Answer, Api, Auth};
 use crate::support::{ServerOptions, TestDb, TestServer};
 
-const CLIENT_ID: &str = "atlasbridge";
-const CLIENT_SECRET: &str = "provider-secret";
+pub const CLIENT_ID: &str = "atlasbridge";
+pub const CLIENT_SECRET: &str = "provider-secret";
 
 /// How the provider answers the token call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +37,15 @@ enum Mode {
 }
 
 #[derive(Debug)]
-struct Provider {
-    issuer: String,
+pub struct Provider {
+    pub issuer: String,
     pkcs8: Vec<u8>,
     jwk: Value,
     /// code -> (nonce, code_challenge)
     codes: Mutex<HashMap<String, (String, String)>>,
     mode: Mutex<Mode>,
     /// (sub, email) of whoever "logs in".
-    person: Mutex<(String, String)>,
+    pub person: Mutex<(String, String)>,
 }
 
 async fn discovery(State(provider): State<Arc<Provider>>) -> Response {
@@ -149,8 +149,8 @@ async fn token(State(provider): State<Arc<Provider>>, headers: HeaderMap, body: 
         .into_response()
 }
 
-/// Starts the provider on 127.0.0.1.
-async fn start_provider() -> Arc<Provider> {
+/// Starts the provider on 127.0.0.1 (also the dashboard's browser test's identity provider).
+pub async fn start_provider() -> Arc<Provider> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address: SocketAddr = listener.local_addr().unwrap();
     let pkcs8 =
