@@ -168,6 +168,12 @@ fn integrity_check(
         checkpoints: checkpoints.map(Path::to_path_buf),
         ..VerifyOptions::default()
     };
+    // Read before the files: the daemon records a head or a checkpoint only after writing what
+    // it names, so a record read first is never ahead of files read after it, even while the
+    // daemon goes on writing (read after, it could name a checkpoint written in between).
+    let recorded = data_dir
+        .as_deref()
+        .and_then(|data_dir| heads::load(data_dir).ok().flatten());
     // The daemon's own directory, removed whole, is an empty chain: the recorded heads below
     // then tell that entries existed. A path the user named must exist.
     let verified = if data_dir.is_some() && !target.exists() {
@@ -177,7 +183,7 @@ fn integrity_check(
     };
     let mut report = verified.map_err(|e| CliError::Unreadable(e.to_string()))?;
     if let Some(data_dir) = data_dir {
-        compare_with_recorded_heads(&mut report, &data_dir, kind, &target);
+        compare_with_recorded_heads(&mut report, recorded.as_ref(), &data_dir, kind, &target);
     }
     if against_cloud {
         if !ctx.out.is_json() {
@@ -210,6 +216,7 @@ fn chain_files(target: &Path, kind: ChainKind) -> Result<Vec<PathBuf>, CliError>
 /// For the daemon's own chains: what the state file remembers must still be there.
 fn compare_with_recorded_heads(
     report: &mut IntegrityReport,
+    recorded: Option<&heads::Heads>,
     data_dir: &Path,
     kind: ChainKind,
     target: &Path,
@@ -217,7 +224,7 @@ fn compare_with_recorded_heads(
     if report.error.is_some() {
         return;
     }
-    let Ok(Some(recorded)) = heads::load(data_dir) else {
+    let Some(recorded) = recorded else {
         return;
     };
     let recorded_head = match kind {
@@ -242,7 +249,7 @@ fn compare_with_recorded_heads(
         return;
     }
     if kind == ChainKind::Trace
-        && let Some(mark) = recorded.checkpoint
+        && let Some(mark) = &recorded.checkpoint
         && report.checkpoints_checked <= mark.checkpoint_seq
     {
         report.valid = false;
