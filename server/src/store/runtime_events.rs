@@ -330,20 +330,9 @@ pub async fn record_escalation(
     Ok(inserted)
 }
 
-/// What escalations to find; `None` does not filter.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EscalationFilter {
-    /// One runtime.
-    pub runtime_id: Option<String>,
-    /// One session.
-    pub session_id: Option<String>,
-    /// One agent.
-    pub agent_id: Option<String>,
-    /// At or after.
-    pub from: Option<SystemTime>,
-    /// Before.
-    pub to: Option<SystemTime>,
-}
+/// What escalations to find: the same runtime, session, agent and time range as sessions are
+/// found by (`None` does not filter; the range reads when each escalation occurred).
+pub use super::search::SessionFilter as EscalationFilter;
 
 /// A stored escalation.
 #[derive(Debug, Clone, PartialEq, Eq)]
